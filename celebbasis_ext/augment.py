@@ -71,9 +71,21 @@ def paste_on_canvas(face: torch.Tensor, size: int, rng: np.random.Generator,
     return canvas
 
 
-def augmented_views(faces: list[torch.Tensor], count: int, size: int, seed: int) -> list[AugmentedView]:
-    """``count`` views cycling over the photos (so several photos are all used), seeded."""
+def resize_square(face: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(face.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0].clamp(0, 1)
+
+
+def augmented_views(faces: list[torch.Tensor], count: int, size: int, seed: int,
+                    augment: bool = True) -> list[AugmentedView]:
+    """``count`` views cycling over the photos (so several photos are all used), seeded.
+
+    ``augment=False`` gives each photo once, only resized (for experiments
+    where the target must be exactly the image).
+    """
     rng = np.random.default_rng(seed)
+    if not augment:
+        return [AugmentedView(resize_square(face, size) * 2 - 1, index, False) for index, face in enumerate(faces)]
     views = []
     for index in range(count):
         photo_index = index % len(faces)

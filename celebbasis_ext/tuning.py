@@ -58,6 +58,7 @@ class TuneOptions:
     pool_size: int = 64
     resolution: Optional[int] = None
     gradient_checkpointing: bool = False
+    augment: bool = True
     report_every: int = 10
     templates: Sequence[str] = field(default_factory=lambda: TEMPLATES)
 
@@ -193,7 +194,7 @@ def tune(
     size = options.resolution or adapter.resolution
     rng_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     faces = [image_to_tensor(crop) for crop in head_crops]
-    views = augmented_views(faces, options.pool_size, size, rng_seed)
+    views = augmented_views(faces, options.pool_size, size, rng_seed, augment=options.augment)
 
     with adapter.tuning_session():
         latents = torch.cat([

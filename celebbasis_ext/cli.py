@@ -1,0 +1,222 @@
+"""``celebbasis`` / ``python -m celebbasis_ext``: the standalone command line.
+
+Exit codes: 0 done, 1 a runtime failure, 2 bad input, 130 interrupted. Errors
+are one line ``error: ...`` on stderr (a traceback only with ``--debug``), and
+no file is written on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from .errors import BadInput, Cancelled, CelebBasisError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as BadInput (exit 2, one line)."""
+
+    def error(self, message):
+        raise BadInput(message)
+
+
+def _add_model_options(parser):
+    parser.add_argument("--model", required=True, help="diffusers folder or single-file .safetensors checkpoint")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="celebbasis", description="Put a real person into Stable Diffusion from one photo.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    tune = commands.add_parser("tune", help="learn an embedding from one or more photos of one person")
+    tune.add_argument("photos", nargs="+", help="photo files (JPEG, PNG, WebP, ...)")
+    _add_model_options(tune)
+    tune.add_argument("--name", required=True, help="token name, also the file name")
+    tune.add_argument("--out", default="embeddings", help="output folder (default ./embeddings)")
+    tune.add_argument("--steps", type=int, default=800)
+    tune.add_argument("--seed", type=int, default=23)
+    tune.add_argument("--lr", type=float, default=1e-2, help="learning rate (1e-2 at batch 2, as the paper)")
+    tune.add_argument("--mode", default="paper", help="paper (face encoder + linear map) or direct")
+    tune.add_argument("--face-encoder", default="auto", help="auto, insightface, dlib or none")
+    tune.add_argument("--face-index", type=int, default=None, help="which face when a photo has several")
+    tune.add_argument("--models-dir", default=None, help="folder with insightface buffalo_l models")
+    tune.add_argument("--allow-download", action="store_true", help="download face models if missing")
+    tune.add_argument("--names", default=None, help="your own celebrity names file")
+    tune.add_argument("--resolution", type=int, default=None, help="training canvas size (default: the model's)")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing file of that name")
+    tune.add_argument("--half", action="store_true", help="save fp16 vectors")
+
+    generate = commands.add_parser("generate", help="render a prompt that uses your embeddings")
+    _add_model_options(generate)
+    generate.add_argument("--embeddings", required=True, help="folder of .safetensors embeddings")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--negative", default="")
+    generate.add_argument("--steps", type=int, default=30)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--width", type=int, default=None)
+    generate.add_argument("--height", type=int, default=None)
+    generate.add_argument("--guidance", type=float, default=7.0)
+    generate.add_argument("--out", required=True, help="output .png")
+
+    basis = commands.add_parser("basis", help="build or load the celeb basis of a model")
+    _add_model_options(basis)
+    basis.add_argument("--names", default=None)
+    basis.add_argument("--k", type=int, default=512)
+    basis.add_argument("--json", action="store_true")
+
+    inspect = commands.add_parser("inspect", help="show an embedding file's shapes and metadata")
+    inspect.add_argument("file")
+    inspect.add_argument("--json", action="store_true")
+    return parser
+
+
+def _load(args):
+    from .diffusers_adapter import DiffusersAdapter
+    from .loading import load_pipeline
+
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    return pipe, DiffusersAdapter(pipe, model_name=os.path.basename(os.path.normpath(args.model)))
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="tuning", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def update(progress):
+        bar.update(progress.step - bar.n)
+        bar.set_postfix(loss=f"{progress.loss:.4f}")
+        if progress.step >= progress.total:
+            bar.close()
+
+    return update, bar
+
+
+def cmd_tune(args) -> int:
+    from .pipeline import TuneRequest, tune_identity
+    from .tuning import TuneOptions
+
+    options = TuneOptions(steps=args.steps, seed=args.seed, learning_rate=args.lr, mode=args.mode,
+                          dtype=args.dtype, resolution=args.resolution)
+    request = TuneRequest(photos=args.photos, name=args.name, out_dir=args.out, options=options,
+                          face_encoder=args.face_encoder, face_index=args.face_index, overwrite=args.overwrite,
+                          models_dir=args.models_dir, allow_download=args.allow_download, names_file=args.names,
+                          half=args.half)
+    request.validate()
+    for photo in args.photos:
+        if not os.path.isfile(photo):
+            raise BadInput(f"no such photo: {photo}")
+    _, adapter = _load(args)
+    update, bar = _progress_bar(options.steps)
+    try:
+        outcome = tune_identity(adapter, request, progress=update)
+    finally:
+        bar.close()
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"basis: {outcome.basis.names_used} names, rank {list(outcome.basis.rank)}, K {outcome.basis.k}")
+    print(f"final loss {outcome.identity.metadata.get('final_loss')} in {outcome.result.seconds:.1f} s")
+    print(outcome.path)
+    return EXIT_OK
+
+
+def cmd_generate(args) -> int:
+    from .generate import generate_image, load_embeddings_into
+
+    out = os.path.abspath(args.out)
+    if not out.lower().endswith(".png"):
+        raise BadInput("--out must be a .png file")
+    if not os.path.isdir(args.embeddings):
+        raise BadInput(f"no such embeddings folder: {args.embeddings}")
+    pipe, _ = _load(args)
+    loaded = load_embeddings_into(pipe, args.embeddings)
+    print(f"embeddings: {', '.join(loaded) if loaded else 'none'}", file=sys.stderr)
+    image = generate_image(pipe, args.prompt, negative=args.negative, steps=args.steps, seed=args.seed,
+                           width=args.width, height=args.height, guidance=args.guidance)
+    tmp = out + ".tmp"
+    image.save(tmp, format="PNG")
+    os.replace(tmp, out)
+    print(out)
+    return EXIT_OK
+
+
+def cmd_basis(args) -> int:
+    from .basis import basis_for
+
+    _, adapter = _load(args)
+    basis = basis_for(adapter, names_file=args.names, k=args.k)
+    summary = {"family": adapter.family.value, **basis.summary()}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def cmd_inspect(args) -> int:
+    from .identity import describe_identity, load_identity
+
+    info = describe_identity(load_identity(args.file))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"name: {info['name']}\nfamily: {info['family']}\ndtype: {info['dtype']}")
+        for key, shape in info["shapes"].items():
+            print(f"{key}: {shape}")
+        for key, value in sorted(info["metadata"].items()):
+            print(f"  {key}: {value}")
+    return EXIT_OK
+
+
+COMMANDS = {"tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except Cancelled as error:
+        print(f"cancelled: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BadInput as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except CelebBasisError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except MemoryError:
+        print("error: out of memory; try fewer steps, --dtype fp16, or a smaller --resolution", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as error:  # a runtime failure still gets one line
+        if debug:
+            raise
+        if "out of memory" in str(error).lower():
+            print("error: out of GPU memory; try --dtype fp16, a smaller --resolution, or close other GPU programs",
+                  file=sys.stderr)
+        else:
+            print(f"error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny seeded models of each family, an isolated cache, photos."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Derived tokenizer files and bases go to a per-run folder, never ~/.cache."""
+    folder = tmp_path_factory.mktemp("celebbasis-cache")
+    previous = os.environ.get("CELEBBASIS_CACHE")
+    os.environ["CELEBBASIS_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CELEBBASIS_CACHE", None)
+    else:
+        os.environ["CELEBBASIS_CACHE"] = previous
+
+
+_PIPELINES: dict = {}
+
+
+def tiny_pipeline(arch: str):
+    """A fresh-per-session tiny pipeline (seed 0) of ``arch``; shared, so tests must not change it."""
+    if arch not in _PIPELINES:
+        from celebbasis_ext.architectures import build_pipeline
+
+        _PIPELINES[arch] = build_pipeline(arch, seed=0)
+    return _PIPELINES[arch]
+
+
+@pytest.fixture(params=["tiny-sd1", "tiny-sd2", "tiny-sdxl"])
+def any_pipeline(request):
+    return tiny_pipeline(request.param)
+
+
+@pytest.fixture
+def sd1_pipeline():
+    return tiny_pipeline("tiny-sd1")
+
+
+@pytest.fixture
+def sdxl_pipeline():
+    return tiny_pipeline("tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def astronaut_path(tmp_path_factory):
+    """scikit-image's astronaut photo (one face) as a JPEG file."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(path, quality=92)
+    return path

@@ -1,0 +1,125 @@
+"""The tuning loop: shapes, normalisation, EMA, reproducibility, cancel, faults, model untouched."""
+
+import math
+
+import pytest
+import torch
+
+from celebbasis_ext.basis import basis_for
+from celebbasis_ext.diffusers_adapter import DiffusersAdapter
+from celebbasis_ext.errors import BadInput, Cancelled, TuningFailed
+from celebbasis_ext.model_guard import state_digest
+from celebbasis_ext.tuning import CoefficientMapper, TuneOptions, tune
+
+from helpers import noise_photo, small_names_file
+
+
+def _setup(pipe, tmp_path):
+    adapter = DiffusersAdapter(pipe)
+    basis = basis_for(adapter, names_file=small_names_file(tmp_path), k=512, cache_dir=tmp_path / "basis")
+    return adapter, basis
+
+
+def test_mapper_outputs_unit_norm_per_token():
+    mapper = CoefficientMapper(512, 64)
+    out = mapper(torch.randn(3, 512))
+    assert out.shape == (3, 2, 64)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(3, 2), atol=1e-5)
+
+
+def test_tune_each_family_leaves_model_bit_identical(any_pipeline, tmp_path):
+    adapter, basis = _setup(any_pipeline, tmp_path)
+    before = state_digest(adapter.frozen_modules())
+    seen = []
+    features = torch.nn.functional.normalize(torch.randn(1, 2, 512), dim=-1)
+    result = tune(adapter, basis, [noise_photo()], features, TuneOptions(steps=6, report_every=3),
+                  progress=seen.append)
+    assert state_digest(adapter.frozen_modules()) == before
+    assert result.coefficients.shape == (2, basis.k)
+    assert result.embedding.shape == (2, adapter.embedding_width)
+    assert torch.allclose(result.embedding, basis.embed(result.coefficients))
+    assert [p.step for p in seen] == [3, 6] and seen[-1].eta_seconds == 0
+    assert len(result.losses) == 6 and all(math.isfinite(v) for v in result.losses)
+    # The EMA of unit vectors is close to, but within, the unit ball.
+    norms = result.coefficients.norm(dim=-1)
+    assert torch.all(norms <= 1 + 1e-5) and torch.all(norms > 0.5)
+
+
+def test_same_seed_same_result_other_seed_differs(sd1_pipeline, tmp_path):
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    features = torch.nn.functional.normalize(torch.randn(1, 2, 128), dim=-1)
+    runs = [tune(adapter, basis, [noise_photo()], features, TuneOptions(steps=4, seed=seed)) for seed in (7, 7, 8)]
+    assert torch.equal(runs[0].coefficients, runs[1].coefficients)
+    assert not torch.equal(runs[0].coefficients, runs[2].coefficients)
+
+
+def test_direct_mode_needs_no_features(sd1_pipeline, tmp_path):
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    result = tune(adapter, basis, [noise_photo(1), noise_photo(2)], None, TuneOptions(steps=3, mode="direct"))
+    assert result.coefficients.shape == (2, basis.k)
+    with pytest.raises(BadInput):
+        tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=3, mode="paper"))
+
+
+def test_cancel_stops_and_restores(sd1_pipeline, tmp_path):
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    before = state_digest(adapter.frozen_modules())
+    calls = []
+
+    def should_cancel():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=50, mode="direct"), should_cancel=should_cancel)
+    assert len(calls) == 4
+    assert state_digest(adapter.frozen_modules()) == before
+
+
+def test_out_of_memory_inside_a_step_restores_model(sd1_pipeline, tmp_path, monkeypatch):
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    before = state_digest(adapter.frozen_modules())
+    original = adapter.predict
+    count = []
+
+    def failing_predict(*args):
+        count.append(1)
+        if len(count) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*args)
+
+    monkeypatch.setattr(adapter, "predict", failing_predict)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=5, mode="direct"))
+    assert state_digest(adapter.frozen_modules()) == before
+
+
+def test_nan_loss_is_a_clear_failure(sd1_pipeline, tmp_path, monkeypatch):
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    original = adapter.predict
+    monkeypatch.setattr(adapter, "predict", lambda *args: original(*args) * float("nan"))
+    with pytest.raises(TuningFailed, match="NaN"):
+        tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=2, mode="direct", report_every=1))
+
+
+@pytest.mark.parametrize("options", [
+    {"steps": 0}, {"steps": -5}, {"steps": 10**9}, {"learning_rate": float("nan")}, {"learning_rate": -1.0},
+    {"mode": "magic"}, {"dtype": "fp8"}, {"batch_size": 0}, {"seed": -1}, {"resolution": 65},
+    {"templates": ["no slot"]},
+])
+def test_bad_options_are_refused(options):
+    with pytest.raises(BadInput):
+        TuneOptions(**options).validate()
+
+
+def test_gradient_checkpointing_is_switched_back(sd1_pipeline, tmp_path):
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    adapter.gradient_checkpointing = True
+    try:
+        before = state_digest(adapter.frozen_modules())
+        flags = [m.gradient_checkpointing for m in adapter.pipe.unet.modules() if hasattr(m, "gradient_checkpointing")]
+        tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=2, mode="direct"))
+        after = [m.gradient_checkpointing for m in adapter.pipe.unet.modules() if hasattr(m, "gradient_checkpointing")]
+        assert after == flags and state_digest(adapter.frozen_modules()) == before
+    finally:
+        adapter.gradient_checkpointing = False
