@@ -7,8 +7,6 @@ costs nothing and changes nothing; the file is written last, atomically.
 
 from __future__ import annotations
 
-import datetime
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -21,8 +19,6 @@ from .basis import DEFAULT_K, CelebBasis, basis_for
 from .errors import BadInput
 from .identity import Identity, output_path, save_identity
 from .tuning import TuneOptions, TuneProgress, TuneResult, tune
-
-log = logging.getLogger(__name__)
 
 FACE_ENCODERS = ("auto", "insightface", "dlib", "none")
 
@@ -162,9 +158,6 @@ def tune_identity(
         steps=options.steps, seed=options.seed, mode=options.mode, learning_rate=options.learning_rate,
         batch_size=options.batch_size, face_encoder=faces.encoder_name, photos=len(faces.head_crops),
         final_loss=round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 6),
-        created=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
     )
     path = save_identity(identity, request.out_dir, overwrite=request.overwrite, half=request.half)
-    for warning in warnings:
-        log.warning(warning)
     return TuneOutcome(path, identity, basis, result, faces, warnings)
