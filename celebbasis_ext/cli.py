@@ -73,6 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
     basis.add_argument("--k", type=int, default=512)
     basis.add_argument("--json", action="store_true")
 
+    batch = commands.add_parser("tune-batch", help="one identity per photo (or per sub-folder of photos)")
+    batch.add_argument("folder")
+    _add_model_options(batch)
+    batch.add_argument("--out", default="embeddings")
+    batch.add_argument("--steps", type=int, default=800)
+    batch.add_argument("--seed", type=int, default=23)
+    batch.add_argument("--mode", default="paper")
+    batch.add_argument("--face-encoder", default="auto")
+    batch.add_argument("--group", type=int, default=4, help="identities per batch (default 4)")
+    batch.add_argument("--resolution", type=int, default=None)
+    batch.add_argument("--names", default=None)
+    batch.add_argument("--overwrite", action="store_true")
+    batch.add_argument("--compare", action="store_true", help="also time the first group one by one")
+
+    bench = commands.add_parser("bench", help="measure tuning speed and memory")
+    source = bench.add_mutually_exclusive_group(required=True)
+    source.add_argument("--arch", choices=("tiny-sd1", "tiny-sd2", "tiny-sdxl", "sd15", "sd21", "sdxl"),
+                        help="a real or tiny architecture with random weights")
+    source.add_argument("--model", help="a model folder or checkpoint")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    bench.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    bench.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--identity-steps", type=int, default=None, help="steps of the one-identity run")
+    bench.add_argument("--resolution", type=int, default=None)
+    bench.add_argument("--json", default=None, help="write the figures to this file")
+
     inspect = commands.add_parser("inspect", help="show an embedding file's shapes and metadata")
     inspect.add_argument("file")
     inspect.add_argument("--json", action="store_true")
@@ -163,6 +190,56 @@ def cmd_basis(args) -> int:
     return EXIT_OK
 
 
+def cmd_tune_batch(args) -> int:
+    from .basis import basis_for
+    from .batch import find_subjects, tune_batch
+    from .tuning import TuneOptions
+
+    options = TuneOptions(steps=args.steps, seed=args.seed, mode=args.mode, dtype=args.dtype,
+                          resolution=args.resolution).validate()
+    if not 1 <= args.group <= 64:
+        raise BadInput("--group must be from 1 to 64")
+    subjects = find_subjects(args.folder)
+    _, adapter = _load(args)
+    basis = basis_for(adapter, names_file=args.names)
+    report = tune_batch(adapter, basis, subjects, args.out, options, face_encoder=args.face_encoder,
+                        group_size=args.group, overwrite=args.overwrite, compare=args.compare,
+                        log=lambda line: print(line, file=sys.stderr))
+    for name, why in report.skipped.items():
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    print(f"{len(report.written)} identities in {report.seconds:.1f} s: {report.identities_per_minute:.2f} per minute")
+    if report.sequential_identities_per_minute is not None:
+        print(f"one by one: {report.sequential_identities_per_minute:.2f} per minute")
+    for path in report.written:
+        print(path)
+    return EXIT_OK if report.written else EXIT_BAD_INPUT
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_report, run_bench, write_json
+    from .diffusers_adapter import DiffusersAdapter
+    from .loading import resolve_device, resolve_dtype
+    from .tuning import TuneOptions
+
+    if args.arch:
+        from .architectures import build_pipeline, get_architecture
+
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device, get_architecture(args.arch).family)
+        pipe = build_pipeline(args.arch, seed=0).to(device=device, dtype=dtype)
+        adapter, label = DiffusersAdapter(pipe, model_name=args.arch), args.arch
+    else:
+        _, adapter = _load(args)
+        label = os.path.basename(os.path.normpath(args.model))
+    options = TuneOptions(dtype=args.dtype, resolution=args.resolution).validate()
+    report = run_bench(adapter, label, steps=args.steps, repeats=args.repeats, identity_steps=args.identity_steps,
+                       options=options, log=lambda line: print(line, file=sys.stderr))
+    print(format_report(report))
+    if args.json:
+        write_json(report, args.json)
+    return EXIT_OK
+
+
 def cmd_inspect(args) -> int:
     from .identity import describe_identity, load_identity
 
@@ -178,7 +255,8 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect}
+COMMANDS = {"tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect,
+            "tune-batch": cmd_tune_batch, "bench": cmd_bench}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -55,6 +55,7 @@ class DiffusersAdapter(ModelAdapter):
         self.encoder_widths = tuple(enc.get_input_embeddings().weight.shape[1] for enc in self.encoders)
         self.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
         self._slot_state: dict[str, Any] = {}
+        self._slot_cache: dict[tuple[int, str], tuple[list[int], int]] = {}
         self.gradient_checkpointing = False
 
     # -- vocabulary -------------------------------------------------------
@@ -90,7 +91,14 @@ class DiffusersAdapter(ModelAdapter):
 
     # -- prompts with learned slots -----------------------------------------
     def _slot_ids(self, tokenizer, template: str) -> tuple[list[int], int]:
-        """Token ids of the template with two placeholder ids in the slot, and the slot's index."""
+        """Token ids of the template with two placeholder ids in the slot, and the slot's index (cached)."""
+        key = (id(tokenizer), template)
+        if key not in self._slot_cache:
+            self._slot_cache[key] = self._tokenize_slots(tokenizer, template)
+        return self._slot_cache[key]
+
+    @staticmethod
+    def _tokenize_slots(tokenizer, template: str) -> tuple[list[int], int]:
         before, after = PromptSlots(template).segments
         head = tokenizer(before, add_special_tokens=False).input_ids if before else []
         tail = tokenizer(after, add_special_tokens=False).input_ids if after else []

@@ -1,0 +1,170 @@
+"""``celebbasis bench``: how long an identity takes, and how close a step is to its floor.
+
+The floor of a step is the work no implementation can skip: the text
+encoder's forward pass with the learned slots, and the UNet's forward and
+backward pass, on the same inputs, with nothing else. The engine's step adds
+sampling, the mapping layer, the optimiser and the EMA; ``ratio`` says what
+that costs. Real-size architectures are built with random weights, which cost
+exactly what the real weights cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .tuning import TuneOptions
+
+
+@dataclass
+class BenchReport:
+    model: str
+    family: str
+    device: str
+    dtype: str
+    resolution: int
+    batch_size: int
+    steps: int
+    repeats: int
+    step_seconds: float
+    floor_seconds: float
+    ratio: float
+    identity_seconds: float
+    identity_steps: int
+    peak_memory_mb: float
+    basis_build_seconds: float
+    basis_cached_seconds: float
+    write_seconds: float
+    torch_version: str = torch.__version__
+    step_samples: list = field(default_factory=list)
+    floor_samples: list = field(default_factory=list)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def floor_step_seconds(adapter, basis, latents, options: TuneOptions, steps: int) -> float:
+    """Seconds per step of: text encoder forward + UNet forward + backward into the slots."""
+    device = adapter.device
+    batch = options.batch_size
+    generator = torch.Generator("cpu").manual_seed(0)
+    alphas = adapter.alphas_cumprod()
+    templates = [options.templates[0]] * batch
+    learned = basis.mean.to(device).expand(batch, -1, -1).clone().requires_grad_(True)
+    noise = torch.randn((batch, *latents.shape[1:]), generator=generator).to(device)
+    timesteps = torch.randint(0, alphas.shape[0], (batch,), generator=generator).to(device)
+    alpha = alphas[timesteps].view(-1, 1, 1, 1)
+    noisy = alpha.sqrt() * latents[:batch] + (1 - alpha).sqrt() * noise
+    from .tuning import _autocast_dtype
+
+    autocast_dtype = _autocast_dtype(options.dtype, device, adapter.dtype)
+    with adapter.tuning_session():
+        _sync(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                prediction = adapter.predict(noisy, timesteps, adapter.encode_prompts(templates, learned))
+            F.mse_loss(prediction.float(), noise).backward()
+            learned.grad = None
+        _sync(device)
+        return (time.perf_counter() - started) / steps
+
+
+def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, identity_steps: Optional[int] = None,
+              options: Optional[TuneOptions] = None, log=print) -> BenchReport:
+    """Measure (see module docstring); ``identity_steps`` defaults to the Balanced preset."""
+    from .basis import load_or_build_basis
+    from .identity import Identity, save_identity
+    from .tuning import tune
+    from .augment import image_to_tensor  # noqa: F401  (import cost outside the timings)
+    from PIL import Image
+    import numpy as np
+
+    options = options or TuneOptions()
+    device = adapter.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    tables = adapter.token_embedding_tables()
+    with tempfile.TemporaryDirectory() as cache:
+        started = time.perf_counter()
+        basis = load_or_build_basis(tables, adapter.tokenize, adapter.fingerprint(), cache_dir=cache)
+        basis_build = time.perf_counter() - started
+        started = time.perf_counter()
+        load_or_build_basis(tables, adapter.tokenize, adapter.fingerprint(), cache_dir=cache)
+        basis_cached = time.perf_counter() - started
+    log(f"basis: {basis.names_used} names, K {basis.k}, built in {basis_build:.2f} s, cached load {basis_cached:.3f} s")
+
+    photo = Image.fromarray((np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8))
+    features = F.normalize(torch.randn(1, 2, 512), dim=-1)
+    run = TuneOptions(**{**asdict(options), "steps": steps, "report_every": max(steps, 1)})
+    tune(adapter, basis, [photo], features, TuneOptions(**{**asdict(run), "steps": 2}))  # warm-up
+    step_samples = []
+    for _ in range(repeats):
+        result = tune(adapter, basis, [photo], features, run)
+        step_samples.append(result.loop_seconds / steps)
+        log(f"step: {step_samples[-1] * 1000:.1f} ms")
+    resolution = run.resolution or adapter.resolution
+    latents = adapter.encode_images(torch.zeros(run.batch_size, 3, resolution, resolution)).float()
+    floor_samples = [floor_step_seconds(adapter, basis, latents, run, steps) for _ in range(repeats)]
+    log(f"floor: {statistics.median(floor_samples) * 1000:.1f} ms")
+
+    identity_steps = identity_steps or options.steps
+    result = tune(adapter, basis, [photo], features, TuneOptions(**{**asdict(options), "steps": identity_steps}))
+    log(f"one identity ({identity_steps} steps): {result.seconds:.1f} s")
+    with tempfile.TemporaryDirectory() as out:
+        identity = Identity.from_embedding("benchcbx", adapter.family, result.embedding, adapter.encoder_widths,
+                                           result.coefficients)
+        started = time.perf_counter()
+        save_identity(identity, out)
+        write = time.perf_counter() - started
+
+    step, floor = statistics.median(step_samples), statistics.median(floor_samples)
+    return BenchReport(
+        model=model_label, family=adapter.family.value, device=str(device), dtype=options.dtype,
+        resolution=resolution, batch_size=options.batch_size, steps=steps, repeats=repeats,
+        step_seconds=step, floor_seconds=floor, ratio=step / floor, identity_seconds=result.seconds,
+        identity_steps=identity_steps, peak_memory_mb=_peak_memory_mb(device), basis_build_seconds=basis_build,
+        basis_cached_seconds=basis_cached, write_seconds=write, step_samples=step_samples,
+        floor_samples=floor_samples,
+    )
+
+
+def format_report(report: BenchReport) -> str:
+    rows = [
+        ("model", f"{report.model} ({report.family}) on {report.device}, {report.dtype}, {report.resolution} px, "
+                  f"batch {report.batch_size}"),
+        ("step", f"{report.step_seconds * 1000:.1f} ms (median of {report.repeats} x {report.steps} steps)"),
+        ("floor", f"{report.floor_seconds * 1000:.1f} ms (text encoder + UNet forward/backward)"),
+        ("ratio", f"{report.ratio:.3f}"),
+        ("one identity", f"{report.identity_seconds:.1f} s ({report.identity_steps} steps)"),
+        ("peak memory", f"{report.peak_memory_mb:.0f} MB"),
+        ("basis", f"{report.basis_build_seconds:.2f} s to build, {report.basis_cached_seconds:.3f} s from cache"),
+        ("write file", f"{report.write_seconds * 1000:.1f} ms"),
+    ]
+    return "\n".join(f"{key:>13}: {value}" for key, value in rows)
+
+
+def write_json(report: BenchReport, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(asdict(report), handle, indent=2)
+    os.replace(tmp, path)
