@@ -94,6 +94,7 @@ def save_identity(identity: Identity, out_dir: str | os.PathLike, overwrite: boo
     if path.exists() and not overwrite:
         raise BadInput(f"{path.name} already exists in {path.parent}; choose another name or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path.parent, identity.name)
     tensors = {key: (value.half() if half else value.float()).contiguous() for key, value in identity.vectors.items()}
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{identity.name}.", suffix=".tmp")
     os.close(handle)
@@ -108,6 +109,21 @@ def save_identity(identity: Identity, out_dir: str | os.PathLike, overwrite: boo
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+STALE_SECONDS = 600
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Temporary files left by a process killed mid-save (older than ten minutes)."""
+    import time
+
+    for leftover in folder.glob(f".{name}.*.tmp"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                leftover.unlink()
+        except OSError:
+            pass
 
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")

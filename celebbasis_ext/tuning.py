@@ -254,6 +254,19 @@ def tune_group(
     grows with them, which uses a GPU better than one run after another.
     """
     _check_subjects(adapter, basis, subjects, options)
+    try:
+        return _tune_group(adapter, basis, subjects, options, progress, should_cancel)
+    except RuntimeError as error:  # torch.cuda.OutOfMemoryError is one
+        if "out of memory" not in str(error).lower():
+            raise
+        raise TuningFailed(OUT_OF_MEMORY_ADVICE) from None
+
+
+OUT_OF_MEMORY_ADVICE = ("out of GPU memory while tuning: choose a lighter preset, use fp16 (--dtype fp16), "
+                        "start the WebUI with --medvram, or close other programs using the GPU")
+
+
+def _tune_group(adapter, basis, subjects, options, progress, should_cancel) -> list[TuneResult]:
     started = time.perf_counter()
     device = adapter.device
     generator = _seed_everything(options.seed)

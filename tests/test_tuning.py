@@ -89,7 +89,7 @@ def test_out_of_memory_inside_a_step_restores_model(sd1_pipeline, tmp_path, monk
         return original(*args)
 
     monkeypatch.setattr(adapter, "predict", failing_predict)
-    with pytest.raises(torch.cuda.OutOfMemoryError):
+    with pytest.raises(TuningFailed, match="medvram"):
         tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=5, mode="direct"))
     assert state_digest(adapter.frozen_modules()) == before
 
@@ -123,3 +123,18 @@ def test_gradient_checkpointing_is_switched_back(sd1_pipeline, tmp_path):
         assert after == flags and state_digest(adapter.frozen_modules()) == before
     finally:
         adapter.gradient_checkpointing = False
+
+
+def test_group_of_identities_learns_each_its_own(sd1_pipeline, tmp_path):
+    from celebbasis_ext.tuning import Subject, tune_group
+
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    before = state_digest(adapter.frozen_modules())
+    features = torch.nn.functional.normalize(torch.randn(2, 1, 2, 64), dim=-1)
+    subjects = [Subject([noise_photo(i)], features[i]) for i in range(2)]
+    results = tune_group(adapter, basis, subjects, TuneOptions(steps=3))
+    assert len(results) == 2 and not torch.equal(results[0].coefficients, results[1].coefficients)
+    assert all(r.coefficients.shape == (2, basis.k) for r in results)
+    assert state_digest(adapter.frozen_modules()) == before
+    direct = tune_group(adapter, basis, subjects, TuneOptions(steps=2, mode="direct"))
+    assert not torch.equal(direct[0].coefficients, direct[1].coefficients)
