@@ -30,6 +30,9 @@ def _add_model_options(parser):
     parser.add_argument("--model", required=True, help="diffusers folder or single-file .safetensors checkpoint")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    parser.add_argument("--prediction-type", default="auto", choices=("auto", "epsilon", "v"),
+                        help="override the model's prediction type (SD2 single files)")
+    parser.add_argument("--architecture", default=None, help="override the detected architecture")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show an embedding file's shapes and metadata")
     inspect.add_argument("file")
     inspect.add_argument("--json", action="store_true")
+
+    ui = commands.add_parser("ui", help="serve the WebUI tab and the HTTP API on a diffusers model (local only)")
+    _add_model_options(ui)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
+    ui.add_argument("--port", type=int, default=7861)
+    ui.add_argument("--out", default="embeddings", help="output folder (default ./embeddings)")
+    ui.add_argument("--face-encoder", default="auto", help="auto, insightface, dlib or none")
+    ui.add_argument("--models-dir", default=None, help="folder with insightface buffalo_l models")
+    ui.add_argument("--allow-download", action="store_true", help="download face models if missing")
+    ui.add_argument("--names", default=None, help="your own celebrity names file")
+    ui.add_argument("--preview-steps", type=int, default=20, help="sampling steps of preview images")
     return parser
 
 
@@ -110,7 +124,10 @@ def _load(args):
     from .diffusers_adapter import DiffusersAdapter
     from .loading import load_pipeline
 
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    prediction = getattr(args, "prediction_type", "auto")
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype,
+                         prediction_type=None if prediction == "auto" else prediction,
+                         architecture=getattr(args, "architecture", None))
     return pipe, DiffusersAdapter(pipe, model_name=os.path.basename(os.path.normpath(args.model)))
 
 
@@ -255,8 +272,22 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def cmd_ui(args) -> int:
+    from .pipeline import FACE_ENCODERS
+    from .standalone_ui import serve
+
+    if args.face_encoder not in FACE_ENCODERS:
+        raise BadInput(f"unknown face encoder {args.face_encoder!r}: choose one of {', '.join(FACE_ENCODERS)}")
+    if not 1 <= args.port <= 65535:
+        raise BadInput(f"--port must be from 1 to 65535, not {args.port}")
+    serve(args.model, host=args.host, port=args.port, out_dir=args.out, device=args.device, dtype=args.dtype,
+          face_encoder=args.face_encoder, models_dir=args.models_dir, allow_download=args.allow_download,
+          names_file=args.names, preview_steps=args.preview_steps)
+    return EXIT_OK
+
+
 COMMANDS = {"tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect,
-            "tune-batch": cmd_tune_batch, "bench": cmd_bench}
+            "tune-batch": cmd_tune_batch, "bench": cmd_bench, "ui": cmd_ui}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -104,11 +104,21 @@ def tokenizer_files_dir() -> Path:
 
 
 @lru_cache(maxsize=4)
-def clip_tokenizer(pad_token: str = END_TOKEN):
-    """A transformers ``CLIPTokenizer`` (SD1 pads with end-of-text, SD2/SDXL's second with "!")."""
+def _shared_tokenizer(pad_token: str):
     from transformers import CLIPTokenizer
 
     folder = tokenizer_files_dir()
     return CLIPTokenizer(
         str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77, pad_token=pad_token
     )
+
+
+def clip_tokenizer(pad_token: str = END_TOKEN):
+    """A new transformers ``CLIPTokenizer`` (SD1 pads with end-of-text, SD2/SDXL's second with "!").
+
+    A copy each call: loading an embedding adds tokens to a tokenizer, which
+    must not leak into other pipelines.
+    """
+    import copy
+
+    return copy.deepcopy(_shared_tokenizer(pad_token))
