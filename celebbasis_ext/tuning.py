@@ -254,12 +254,16 @@ def tune_group(
     grows with them, which uses a GPU better than one run after another.
     """
     _check_subjects(adapter, basis, subjects, options)
+    checkpointing = getattr(adapter, "gradient_checkpointing", False)
+    adapter.gradient_checkpointing = checkpointing or options.gradient_checkpointing
     try:
         return _tune_group(adapter, basis, subjects, options, progress, should_cancel)
     except RuntimeError as error:  # torch.cuda.OutOfMemoryError is one
         if "out of memory" not in str(error).lower():
             raise
         raise TuningFailed(OUT_OF_MEMORY_ADVICE) from None
+    finally:
+        adapter.gradient_checkpointing = checkpointing
 
 
 OUT_OF_MEMORY_ADVICE = ("out of GPU memory while tuning: choose a lighter preset, use fp16 (--dtype fp16), "

@@ -1,0 +1,5 @@
+"""modules/profiling.py (only ``webpath``)."""
+
+
+def webpath():
+    return ""
