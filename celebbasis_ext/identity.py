@@ -23,6 +23,7 @@ import torch
 from . import __version__
 from .adapter import EXPORT_KEYS, ModelFamily
 from .errors import BadInput
+from .loading import PICKLE_SUFFIXES
 
 METHOD = "celebbasis"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
@@ -126,7 +127,6 @@ def _remove_stale_temporaries(folder: Path, name: str) -> None:
             pass
 
 
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
 
 def load_identity(path: str | os.PathLike) -> Identity:
