@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     basis.add_argument("--names", default=None)
     basis.add_argument("--k", type=int, default=512)
     basis.add_argument("--json", action="store_true")
+    basis.add_argument("--list-names", action="store_true", help="also list every name: its tokens and whether used")
 
     batch = commands.add_parser("tune-batch", help="one identity per photo (or per sub-folder of photos)")
     batch.add_argument("folder")
@@ -199,11 +200,21 @@ def cmd_basis(args) -> int:
     _, adapter = _load(args)
     basis = basis_for(adapter, names_file=args.names, k=args.k)
     summary = {"family": adapter.family.value, **basis.summary()}
+    if args.list_names:
+        from .names import read_names, tokenize_names
+
+        summary["names"] = [
+            {"name": celeb.name, "tokens": [list(word) for word in celeb.tokens], "used": celeb.used}
+            for celeb in tokenize_names(read_names(args.names), adapter.tokenize)
+        ]
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         for key, value in summary.items():
-            print(f"{key}: {value}")
+            if key != "names":
+                print(f"{key}: {value}")
+        for entry in summary.get("names", []):
+            print(f"{'used  ' if entry['used'] else 'unused'} {entry['name']}: {entry['tokens']}")
     return EXIT_OK
 
 

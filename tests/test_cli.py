@@ -110,3 +110,17 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, mo
         lines = [line for line in stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_basis_command_reports_names_rank_and_cache(capsys, tmp_path, model_folders):
+    code, stdout, err = _run(capsys, "basis", "--model", model_folders["tiny-sdxl"], "--json", "--list-names")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["family"] == "sdxl" and report["width"] == 80 and report["k"] == 80
+    assert report["names_total"] >= 700 and 400 <= report["names_used"] < report["names_total"]
+    assert len(report["names"]) == report["names_total"]
+    used = [entry for entry in report["names"] if entry["used"]]
+    assert len(used) == report["names_used"] and all(len(w) == 1 for e in used for w in e["tokens"])
+    assert os.path.isfile(report["cache_path"])
+    code, stdout, _ = _run(capsys, "basis", "--model", model_folders["tiny-sdxl"], "--json")
+    assert json.loads(stdout)["from_cache"] is True
