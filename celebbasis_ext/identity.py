@@ -105,6 +105,7 @@ def save_identity(identity: Identity, out_dir: str | os.PathLike, overwrite: boo
             os.fsync(stream.fileno())
         if not overwrite and path.exists():
             raise BadInput(f"{path.name} appeared while saving; not overwritten")
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600; a shared embedding is 0644-like
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -113,6 +114,13 @@ def save_identity(identity: Identity, out_dir: str | os.PathLike, overwrite: boo
 
 
 STALE_SECONDS = 600
+
+
+def _default_file_mode() -> int:
+    """What ``open()`` would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _remove_stale_temporaries(folder: Path, name: str) -> None:

@@ -107,3 +107,12 @@ def test_metadata_never_holds_the_photo(tmp_path):
     info = describe_identity(load_identity(save_identity(identity, tmp_path)))
     assert info["shapes"] == {"emb_params": [2, 768]}
     assert not any("photo" in key and key != "photos" for key in info["metadata"])
+
+
+def test_file_mode_follows_umask_not_mkstemp(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = save_identity(_identity(), tmp_path)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
