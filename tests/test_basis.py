@@ -10,8 +10,13 @@ from celebbasis_ext.errors import BadInput
 from celebbasis_ext.names import DEFAULT_NAMES_FILE, read_names, tokenize_names
 
 
+_TOKENIZER = []
+
+
 def _tokenize(text):
-    return clip_tokenizer()(text, add_special_tokens=False).input_ids
+    if not _TOKENIZER:
+        _TOKENIZER.append(clip_tokenizer())
+    return _TOKENIZER[0](text, add_special_tokens=False).input_ids
 
 
 def test_shipped_names_are_many_unique_and_mostly_usable():
