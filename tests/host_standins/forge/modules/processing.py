@@ -1,0 +1,81 @@
+"""``modules.processing`` of Forge, reduced to what a txt2img needs from the model.
+
+``StableDiffusionProcessing.cached_c`` / ``cached_uc`` are the persistent
+conditioning caches (``[params, cond, extra_generation_params]``): the same
+prompt with the same parameters reuses the stored conditioning, whatever
+happened to the embeddings since. ``txt2img`` loads the model if needed
+(``forge_model_reload``), gets the conditioning through the cache, has the
+memory manager load ``sd_model.forge_objects.unet`` (its LoRA patches are
+merged then) and samples a few Euler steps through ``KModel.apply_model``,
+all under ``torch.inference_mode`` as Forge runs generation.
+"""
+
+import os
+
+import torch
+
+from backend import memory_management
+from backend.args import dynamic_args
+from modules import sd_models, shared
+
+FLAVOR = os.environ.get("FORGE_STANDIN_FLAVOR", "neo")
+
+
+class SdConditioning(list):
+    def __init__(self, prompts, width=1024, height=1024, is_negative_prompt=False):
+        super().__init__(prompts)
+        self.width, self.height, self.is_negative_prompt = width, height, is_negative_prompt
+
+
+class StableDiffusionProcessing:
+    cached_uc = [None, None, None]
+    cached_c = [None, None, None]
+
+    def clear_prompt_cache(self):
+        StableDiffusionProcessing.cached_c = [None, None, None]
+        StableDiffusionProcessing.cached_uc = [None, None, None]
+
+
+def _infotext():
+    if FLAVOR == "neo":
+        return dynamic_args.last_extra_generation_params
+    import backend.text_processing.classic_engine as engine
+
+    return engine.last_extra_generation_params
+
+
+@torch.inference_mode()
+def txt2img_conditioning(prompts, width=64, height=64, steps=20):
+    """The conditioning txt2img uses for ``prompts`` (through the persistent cache) and its infotext."""
+    sd_model = shared.sd_model
+    params = (tuple(prompts), steps, width, height, sd_model.sd_checkpoint_info.filename)
+    cache = StableDiffusionProcessing.cached_c
+    if cache[0] is not None and cache[0] == params:
+        return cache[1], dict(cache[2])
+    _infotext().clear()
+    cond = sd_model.get_learned_conditioning(SdConditioning(prompts, width=width, height=height))
+    extra = dict(_infotext())
+    StableDiffusionProcessing.cached_c = [params, cond, extra]
+    return cond, extra
+
+
+@torch.inference_mode()
+def txt2img(prompt, seed=0, steps=3, width=64, height=64):
+    """A short deterministic sampling run; returns (latents, infotext params)."""
+    sd_model, _ = sd_models.forge_model_reload()
+    cond, extra = txt2img_conditioning([prompt], width, height, steps)
+    unet = sd_model.forge_objects.unet
+    memory_management.load_models_gpu([unet])
+    kmodel = unet.model
+    generator = torch.Generator().manual_seed(seed)
+    sigmas = torch.linspace(float(kmodel.predictor.sigmas[-1]), float(kmodel.predictor.sigmas[0]), steps + 1)
+    x = torch.randn((1, 4, height // 8, width // 8), generator=generator) * sigmas[0]
+    if isinstance(cond, dict):
+        kwargs = {"c_crossattn": cond["crossattn"], "y": cond["vector"]}
+    else:
+        kwargs = {"c_crossattn": cond}
+    for index in range(steps):
+        sigma = sigmas[index].reshape(1)
+        denoised = kmodel.apply_model(x, sigma, transformer_options={}, **kwargs)
+        x = x + (x - denoised) / sigma * (sigmas[index + 1] - sigma)
+    return x, extra
