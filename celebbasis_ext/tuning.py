@@ -80,6 +80,10 @@ class TuneOptions:
             raise BadInput(f"pool size must be from 1 to 4096, not {self.pool_size!r}")
         if self.resolution is not None and (self.resolution % 8 or not 64 <= self.resolution <= 2048):
             raise BadInput(f"resolution must be a multiple of 8 from 64 to 2048, not {self.resolution!r}")
+        if isinstance(self.report_every, bool) or not isinstance(self.report_every, int) or self.report_every < 1:
+            raise BadInput(f"report_every must be a whole number from 1, not {self.report_every!r}")
+        if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            raise BadInput(f"EMA decay must be in [0, 1), not {self.ema_decay!r}")
         if not self.templates or any(template.count("{}") != 1 for template in self.templates):
             raise BadInput("each caption template needs exactly one {} slot")
         return self
@@ -256,14 +260,18 @@ def tune_group(
     _check_subjects(adapter, basis, subjects, options)
     checkpointing = getattr(adapter, "gradient_checkpointing", False)
     adapter.gradient_checkpointing = checkpointing or options.gradient_checkpointing
+    python_state = random.getstate()
+    devices = [adapter.device] if adapter.device.type == "cuda" else []
     try:
-        return _tune_group(adapter, basis, subjects, options, progress, should_cancel)
+        with torch.random.fork_rng(devices=devices):  # the host's own random state is left alone
+            return _tune_group(adapter, basis, subjects, options, progress, should_cancel)
     except RuntimeError as error:  # torch.cuda.OutOfMemoryError is one
         if "out of memory" not in str(error).lower():
             raise
         raise TuningFailed(OUT_OF_MEMORY_ADVICE) from None
     finally:
         adapter.gradient_checkpointing = checkpointing
+        random.setstate(python_state)
 
 
 OUT_OF_MEMORY_ADVICE = ("out of GPU memory while tuning: choose a lighter preset, use fp16 (--dtype fp16), "

@@ -138,3 +138,22 @@ def test_group_of_identities_learns_each_its_own(sd1_pipeline, tmp_path):
     assert state_digest(adapter.frozen_modules()) == before
     direct = tune_group(adapter, basis, subjects, TuneOptions(steps=2, mode="direct"))
     assert not torch.equal(direct[0].coefficients, direct[1].coefficients)
+
+
+def test_host_random_state_is_left_alone(sd1_pipeline, tmp_path):
+    import random
+
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    torch.manual_seed(1234)
+    random.seed(99)
+    expected_torch, expected_python = torch.rand(3), random.random()
+    torch.manual_seed(1234)
+    random.seed(99)
+    tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=2, mode="direct", seed=5))
+    assert torch.equal(torch.rand(3), expected_torch) and random.random() == expected_python
+
+
+@pytest.mark.parametrize("options", [{"report_every": 0}, {"ema_decay": 1.0}, {"ema_decay": -0.1}])
+def test_bad_reporting_and_ema_refused(options):
+    with pytest.raises(BadInput):
+        TuneOptions(**options).validate()
