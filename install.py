@@ -6,11 +6,12 @@ there. What it adds when missing:
 * an ONNX runtime for insightface's face models: ``onnxruntime-gpu`` when the
   WebUI's torch sees CUDA, else ``onnxruntime``; nothing when any onnxruntime
   build is already installed (two builds side by side break each other);
-* ``insightface>=1.0`` (pure-Python wheels, no compiler), with ``--no-deps``
-  so it cannot pull the CPU onnxruntime next to the GPU one or change OpenCV;
-  an older insightface another extension installed is left alone (CelebBasis
-  runs the ONNX models with onnxruntime itself);
-* ``dlib-bin`` and ``face_recognition_models``: the offline fallback encoder.
+* not the ``insightface`` package itself: CelebBasis runs insightface's ONNX
+  models (det_10g, w600k_r50) with onnxruntime directly, and the package
+  cannot be installed whole next to A1111's protobuf pin (its onnx dependency
+  needs a newer one), while ``--no-deps`` leaves it unimportable;
+* ``dlib-bin`` and ``face_recognition_models`` 0.3.0 or newer (older ones lack
+  the CNN face check and 5-point model): the offline fallback encoder.
 
 Every pip call gets a constraints file pinning every package already
 installed to its current version, so nothing the WebUI (or another extension)
@@ -46,18 +47,29 @@ def _torch_has_cuda():
         return False
 
 
+def _at_least(name, version) -> bool:
+    """Installed in at least ``version`` (numeric parts only)."""
+    try:
+        found = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    parts = []
+    for piece in found.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts + [0] * (3 - len(parts))) >= tuple(version)
+
+
 def plan():
     """(pip arguments, description) for each missing piece; empty when all is installed."""
     steps = []
     if not _onnxruntime_builds():
         build = "onnxruntime-gpu" if _torch_has_cuda() else "onnxruntime"
         steps.append((f"install {build}", f"{build} for CelebBasis"))
-    if not launch.is_installed("insightface"):
-        steps.append(('install --no-deps "insightface>=1.0"', "insightface for CelebBasis"))
     if not launch.is_installed("dlib"):  # dlib or dlib-bin: both provide the module
         steps.append(("install dlib-bin", "dlib-bin for CelebBasis"))
-    if not launch.is_installed("face_recognition_models"):
-        steps.append(("install face_recognition_models", "face_recognition_models for CelebBasis"))
+    if not _at_least("face_recognition_models", (0, 3, 0)):
+        steps.append(('install "face_recognition_models>=0.3.0"', "face_recognition_models for CelebBasis"))
     return steps
 
 

