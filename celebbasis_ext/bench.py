@@ -91,7 +91,7 @@ def floor_step_seconds(adapter, basis, latents, options: TuneOptions, steps: int
 
 def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, identity_steps: Optional[int] = None,
               options: Optional[TuneOptions] = None, log=print) -> BenchReport:
-    """Measure (see module docstring); ``identity_steps`` defaults to the Balanced preset."""
+    """Measure (see module docstring); ``identity_steps`` defaults to the tab's default preset."""
     from .basis import load_or_build_basis
     from .identity import Identity, save_identity
     from .tuning import tune
@@ -127,7 +127,10 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
     floor_samples = [floor_step_seconds(adapter, basis, latents, run, steps) for _ in range(repeats)]
     log(f"floor: {statistics.median(floor_samples) * 1000:.1f} ms")
 
-    identity_steps = identity_steps or options.steps
+    if identity_steps is None:
+        from .service import DEFAULT_PRESET, PRESETS
+
+        identity_steps = PRESETS[DEFAULT_PRESET]["steps"]
     result = tune(adapter, basis, [photo], features, TuneOptions(**{**asdict(options), "steps": identity_steps}))
     log(f"one identity ({identity_steps} steps): {result.seconds:.1f} s")
     with tempfile.TemporaryDirectory() as out:
