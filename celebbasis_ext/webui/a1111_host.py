@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -186,13 +187,15 @@ def known_embeddings() -> list[str]:
 def host_progress(update: TuneProgress) -> None:
     """Tuning progress into ``shared.state``: /internal/progress shows it in the host's progress bar."""
     state = _shared().state
+    if not state.sampling_step or update.step < state.sampling_step:
+        # The host's progress bar computes its own ETA from time_start: start it at the first step,
+        # not before the face detection, basis and augmented views (which take a while on a CPU).
+        state.time_start = time.time()
     state.job_count = 1
     state.job_no = 0
     state.sampling_steps = update.total
     state.sampling_step = update.step
-    eta = int(update.eta_seconds)
-    state.textinfo = (f"CelebBasis: step {update.step}/{update.total}, loss {update.loss:.4f}, "
-                      f"ETA {eta // 60}:{eta % 60:02d}")
+    state.textinfo = f"CelebBasis: step {update.step}/{update.total}, loss {update.loss:.4f}"
 
 
 def host_should_cancel() -> bool:
