@@ -443,16 +443,17 @@ class CelebBasisService:
 
     # ------------------------------------------------------------------ previews and likeness
     def preview(self, name: str, photos: Optional[Sequence] = None, count: Optional[int] = None,
-                seed: int = 0) -> dict:
+                seed: int = 0, face_index: Optional[int] = None) -> dict:
         """Render the token ``count`` times; score each render's face against the training photo.
 
         Returns images (PIL), prompts, scores (cosine similarity per render,
         None where no face was found), likeness (their mean, or None) and note.
         """
         with self.lock:
-            return self._preview_locked(name, photos=photos, count=count, seed=seed)
+            return self._preview_locked(name, photos=photos, count=count, seed=seed, face_index=face_index)
 
-    def _preview_locked(self, name: str, photos=None, count: Optional[int] = None, seed: int = 0) -> dict:
+    def _preview_locked(self, name: str, photos=None, count: Optional[int] = None, seed: int = 0,
+                        face_index: Optional[int] = None) -> dict:
         if self.render is None:
             raise BadInput("previews cannot be rendered here")
         name = (name or "").strip()
@@ -472,9 +473,9 @@ class CelebBasisService:
         except BadInput as error:
             note = f"no likeness score: {error}"
         if encoder is not None and reference is None and photos:
-            reference = self._photo_reference(photos, encoder)
+            reference, why = self._photo_reference(photos, encoder, face_index)
             if reference is None:
-                note = "no likeness score: no face found in the training photo"
+                note = f"no likeness score: {why}"
         if encoder is not None and reference is None and note is None:
             note = "no likeness score: upload the training photo again to compare"
         if encoder is not None and reference is not None:
@@ -491,21 +492,23 @@ class CelebBasisService:
         kind = self.resolve_face_encoder()
         return self.face_encoder("auto" if kind == "none" else kind)
 
-    def _photo_reference(self, photos, encoder):
+    def _photo_reference(self, photos, encoder, face_index: Optional[int] = None):
+        """The training photos' mean face feature, or (None, the reason none was found)."""
         from .face.encoders import extract_face
 
-        features = []
+        features, why = [], "no face found in the training photo"
         for photo in photos:
             try:
-                features.append(extract_face(normalize_photo(photo), encoder).feature)
-            except BadInput:
+                features.append(extract_face(normalize_photo(photo), encoder, face_index=face_index).feature)
+            except BadInput as error:
+                why = str(error)
                 continue
         if not features:
-            return None
+            return None, why
         import numpy as np
 
         mean = np.mean(np.stack(features), axis=0)
-        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12), None
 
     def _likeness_path(self) -> Path:
         return self.out_dir / LIKENESS_FILE

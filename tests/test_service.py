@@ -204,3 +204,13 @@ def test_dlib_detect_tune_and_likeness(tmp_path, astronaut_path):
         service.preview("nobody")
     with pytest.raises(BadInput):
         service.detect(noise_photo(), face_encoder="none")
+
+    # After a restart the reference comes from the photo again: with several faces, the user's choice counts.
+    import insightface
+
+    group = str(Path(insightface.__file__).parent / "data" / "images" / "t1.jpg")
+    service._references.clear()
+    ambiguous = service.preview("zed_astro", photos=[group], count=1)
+    assert ambiguous["likeness"] is None and "face index" in ambiguous["note"]
+    chosen = service.preview("zed_astro", photos=[group], count=1, face_index=0)
+    assert chosen["scores"][0] is not None

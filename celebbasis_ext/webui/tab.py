@@ -212,12 +212,13 @@ class TabCallbacks:
         return _html("info", "Interrupting...")
 
     # -- previews -------------------------------------------------------------------------------
-    def preview(self, token, files):
+    def preview(self, token, files, face_choice=None):
         """Gallery of previews, and the likeness HTML (last)."""
         try:
             if not (token or "").strip():
                 raise BadInput("train an identity first (or type its name in Token)")
-            result = self.service.preview(token.strip(), photos=file_paths(files))
+            result = self.service.preview(token.strip(), photos=file_paths(files),
+                                          face_index=_face_index(face_choice))
         except BadInput as error:
             return [], _html("error", str(error))
         except Exception as error:  # noqa: BLE001
@@ -356,7 +357,7 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
         )
         interrupt.click(cb.interrupt, inputs=None, outputs=[progress], **event_kwargs())
         send.click(None, inputs=[token], outputs=None, **event_kwargs("celebbasis_send_to_txt2img"))
-        preview.click(queued(cb.preview, extra_outputs=[gr.update()]), inputs=[token, photos],
+        preview.click(queued(cb.preview, extra_outputs=[gr.update()]), inputs=[token, photos, face_choice],
                       outputs=[previews, likeness], **event_kwargs())
         refresh.click(cb.refresh, inputs=None, outputs=[table, chosen], **event_kwargs())
         delete.click(cb.delete, inputs=[chosen], outputs=[table, chosen, delete_note],
