@@ -149,6 +149,34 @@ class ModelAdapter(abc.ABC):
             yield
 
 
+#: Token slots one learned identity occupies in a prompt.
+SLOT_COUNT = 2
+
+
+@contextlib.contextmanager
+def spliced_slots(table: torch.nn.Module, vectors: torch.Tensor, starts: Sequence[int]) -> Iterator[None]:
+    """While inside, ``table``'s output carries ``vectors`` (B, 2, W) at each row's slot pair.
+
+    A forward hook on a token-embedding module: differentiable with respect to
+    ``vectors``, and gone when the block ends. Host adapters that run the
+    host's own text encoder use it to put the learned identity in the prompt.
+    """
+    rows = torch.arange(len(starts)).repeat_interleave(SLOT_COUNT)
+    cols = (torch.tensor(list(starts))[:, None] + torch.arange(SLOT_COUNT)[None, :]).reshape(-1)
+
+    def hook(module, inputs, output):
+        if output.shape[0] != len(starts):
+            return output
+        values = vectors.reshape(-1, vectors.shape[-1]).to(output.device, output.dtype)
+        return output.index_put((rows.to(output.device), cols.to(output.device)), values)
+
+    handle = table.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def fingerprint_tables(tables: Sequence[torch.Tensor]) -> str:
     """sha256 over the tables' bytes (float32, CPU): 16 hex digits."""
     digest = hashlib.sha256()

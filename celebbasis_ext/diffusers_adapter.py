@@ -14,10 +14,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .adapter import ModelAdapter, ModelFamily, PromptSlots
+from .adapter import SLOT_COUNT, ModelAdapter, ModelFamily, PromptSlots
 from .errors import UnsupportedModel
 
-SLOT_COUNT = 2
 
 
 def detect_family(pipe) -> ModelFamily:

@@ -32,10 +32,9 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from ..adapter import NATIVE_RESOLUTION, ModelAdapter, ModelFamily, PromptSlots
+from ..adapter import NATIVE_RESOLUTION, SLOT_COUNT, ModelAdapter, ModelFamily, PromptSlots, spliced_slots
 from ..errors import BadInput, TuningFailed, UnsupportedModel
 
-SLOT_COUNT = 2
 #: Token id put in the two slots before the hook overwrites their rows (A1111
 #: uses 0 for embedding positions too); never the end token, which pooling finds.
 PLACEHOLDER_ID = 0
@@ -240,23 +239,6 @@ class A1111Adapter(ModelAdapter):
             tokens[first_end + 1:] = [embedder.id_pad] * (len(tokens) - first_end - 1)
         return tokens, 1 + len(head)
 
-    @contextlib.contextmanager
-    def _spliced(self, table: torch.nn.Embedding, vectors: torch.Tensor, starts: list[int]) -> Iterator[None]:
-        """While inside, ``table``'s output carries ``vectors`` (B, 2, W) at each row's slot pair."""
-        rows = torch.arange(len(starts)).repeat_interleave(SLOT_COUNT)
-        cols = (torch.tensor(starts)[:, None] + torch.arange(SLOT_COUNT)[None, :]).reshape(-1)
-
-        def hook(module, inputs, output):
-            if output.shape[0] != len(starts):
-                return output
-            values = vectors.reshape(-1, vectors.shape[-1]).to(output.device, output.dtype)
-            return output.index_put((rows.to(output.device), cols.to(output.device)), values)
-
-        handle = table.register_forward_hook(hook)
-        try:
-            yield
-        finally:
-            handle.remove()
 
     def encode_prompts(self, templates: Sequence[str], learned: torch.Tensor) -> Any:
         _, devices, _, sd_hijack = _host()
@@ -273,7 +255,7 @@ class A1111Adapter(ModelAdapter):
             for embedder, table, width in zip(self.text_embedders, self._tables, self.encoder_widths):
                 rows = [self._chunk(embedder, template) for template in templates]
                 tokens = torch.tensor([row[0] for row in rows], device=table.weight.device)
-                with self._spliced(table, learned[..., offset:offset + width], [row[1] for row in rows]):
+                with spliced_slots(table, learned[..., offset:offset + width], [row[1] for row in rows]):
                     getattr(embedder, "hijack", sd_hijack.model_hijack).fixes = None  # no stale prompt-embedding fixes
                     z = embedder.encode_with_transformers(tokens)
                 pooled = getattr(z, "pooled", pooled)
