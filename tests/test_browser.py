@@ -98,6 +98,12 @@ def test_upload_train_see_token_and_file(server, tmp_path):
             page.wait_for_function(
                 "() => document.querySelector('#celebbasis_identities').innerText.includes('zed_browser')",
                 timeout=30_000)
+            # A page opened afterwards lists it too (the table is filled at page load, not at UI build).
+            fresh = browser.new_page()
+            fresh.goto(server.url, wait_until="domcontentloaded")
+            fresh.wait_for_function(
+                "() => { const t = document.querySelector('#celebbasis_identities');"
+                " return t && t.innerText.includes('zed_browser'); }", timeout=60_000)
             assert not errors, errors
         finally:
             browser.close()

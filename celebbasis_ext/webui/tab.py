@@ -324,7 +324,9 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
                 previews = gr.Gallery(label="Preview", columns=4, height=220, elem_id="celebbasis_previews")
                 likeness = gr.HTML(elem_id="celebbasis_likeness")
         with gr.Group(elem_id="celebbasis_identities_group"):
-            table = gr.Dataframe(headers=IDENTITY_HEADERS, value=identity_rows(service), interactive=False,
+            # A callable value is re-evaluated on every page load (gradio 3 and 4): a page opened later
+            # lists identities made since the UI was built.
+            table = gr.Dataframe(headers=IDENTITY_HEADERS, value=lambda: identity_rows(service), interactive=False,
                                  label="Identities", elem_id="celebbasis_identities")
             with gr.Row():
                 chosen = gr.Dropdown(label="Identity", choices=identity_names(service), value=None,
