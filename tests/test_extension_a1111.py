@@ -282,3 +282,27 @@ def test_install_is_quiet_when_complete_and_never_pulls_two_onnxruntimes(monkeyp
     assert "install onnxruntime -c" in joined and "onnxruntime-gpu" not in joined  # CPU torch here
     assert "insightface" not in joined  # its ONNX models run on onnxruntime; the package is not needed
     assert "install dlib-bin" in joined and 'install "face_recognition_models>=0.3.0"' in joined
+
+
+def test_install_runs_pip_itself_when_the_host_skips_onnxruntime(monkeypatch):
+    """SD.Next's run_pip returns without installing anything named onnxruntime*."""
+    import importlib
+    import importlib.metadata
+    import runpy
+    import subprocess
+
+    launch = importlib.import_module("launch")
+    monkeypatch.setattr(launch, "pip_calls", [])
+    real_distributions = importlib.metadata.distributions
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: (
+        dist for dist in real_distributions()
+        if not (dist.metadata["Name"] or "").lower().startswith("onnxruntime")))
+    direct = []
+
+    class Done:
+        returncode, stderr = 0, ""
+
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: direct.append(command) or Done())
+    runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
+    assert any("install onnxruntime" in call for call in launch.pip_calls)
+    assert len(direct) == 1 and direct[0][1:5] == ["-m", "pip", "install", "onnxruntime"]
