@@ -1,7 +1,7 @@
 """Learning an identity's 2 x K coefficients with the model's own diffusion loss.
 
 Faithful to the authors' code: the face feature goes through one linear
-layer (equalised-lr init) and LeakyReLU(0.2), each token's K coefficients are
+layer (weights N(0, 1), as their EqualLinear with lr_mul 1) and LeakyReLU(0.2), each token's K coefficients are
 L2-normalised, the embedding is mean + c . B, only that layer trains (AdamW,
 lr 1e-2 at batch 2), and a detached EMA (0.99) of the coefficients is the
 result. ``direct`` mode optimises the normalised coefficients themselves.
@@ -111,16 +111,20 @@ class TuneResult:
 
 
 class EqualLinear(torch.nn.Module):
-    """Linear layer with equalised learning rate (weights N(0, 1), scaled at run time)."""
+    """The authors' "EqualLinear" as they call it (lr_mul 1): weights N(0, 1), bias 0, no fan-in scale.
 
-    def __init__(self, in_features: int, out_features: int):
+    With a unit-norm face feature the outputs start near N(0, 1), so every
+    coefficient direction moves from the first step.
+    """
+
+    def __init__(self, in_features: int, out_features: int, lr_mul: float = 1.0):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.randn(out_features, in_features))
         self.bias = torch.nn.Parameter(torch.zeros(out_features))
-        self.scale = 1.0 / math.sqrt(in_features)
+        self.lr_mul = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        return F.linear(x, self.weight * self.lr_mul, self.bias * self.lr_mul)
 
 
 class CoefficientMapper(torch.nn.Module):
