@@ -177,6 +177,28 @@ def spliced_slots(table: torch.nn.Module, vectors: torch.Tensor, starts: Sequenc
         handle.remove()
 
 
+def webui_chunk(engine, template: str, placeholder_id: int) -> tuple[list[int], int]:
+    """One 77-token chunk as A1111's and Forge's prompt engines build it, with the slot pair in it.
+
+    ``engine`` is the host's text embedder or engine (``tokenize``, ``id_start``,
+    ``id_end``, ``id_pad``, ``chunk_length``). Returns the ids and the position
+    of the first slot; the placeholder's embedding row is overwritten anyway.
+    """
+    from .errors import BadInput
+
+    before, after = PromptSlots(template).segments
+    head, tail = (list(ids) for ids in engine.tokenize([before, after]))
+    body = head + [placeholder_id] * SLOT_COUNT + tail
+    chunk_length = getattr(engine, "chunk_length", 75)
+    if len(body) > chunk_length:
+        raise BadInput(f"the caption template {template!r} is longer than {chunk_length} tokens")
+    tokens = [engine.id_start] + body + [engine.id_end] * (chunk_length + 1 - len(body))
+    if engine.id_end != engine.id_pad:  # OpenCLIP-style padding: pad ids after the first end token
+        first_end = 1 + len(body)
+        tokens[first_end + 1:] = [engine.id_pad] * (len(tokens) - first_end - 1)
+    return tokens, 1 + len(head)
+
+
 def fingerprint_tables(tables: Sequence[torch.Tensor]) -> str:
     """sha256 over the tables' bytes (float32, CPU): 16 hex digits."""
     digest = hashlib.sha256()

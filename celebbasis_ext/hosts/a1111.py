@@ -32,7 +32,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from ..adapter import NATIVE_RESOLUTION, SLOT_COUNT, ModelAdapter, ModelFamily, PromptSlots, spliced_slots
+from ..adapter import NATIVE_RESOLUTION, SLOT_COUNT, ModelAdapter, ModelFamily, spliced_slots, webui_chunk
 from ..errors import BadInput, TuningFailed, UnsupportedModel
 
 #: Token id put in the two slots before the hook overwrites their rows (A1111
@@ -225,19 +225,6 @@ class A1111Adapter(ModelAdapter):
         return latents.float().to(self.device)
 
     # -- prompts with learned slots -----------------------------------------
-    def _chunk(self, embedder, template: str) -> tuple[list[int], int]:
-        """One 77-token chunk as A1111 builds it, with the slot pair; and the slot's first position."""
-        before, after = PromptSlots(template).segments
-        head, tail = (list(ids) for ids in embedder.tokenize([before, after]))
-        body = head + [PLACEHOLDER_ID] * SLOT_COUNT + tail
-        chunk_length = getattr(embedder, "chunk_length", 75)
-        if len(body) > chunk_length:
-            raise BadInput(f"the caption template {template!r} is longer than {chunk_length} tokens")
-        tokens = [embedder.id_start] + body + [embedder.id_end] * (chunk_length + 1 - len(body))
-        if embedder.id_end != embedder.id_pad:  # OpenCLIP pads with 0 after the first end token
-            first_end = 1 + len(body)
-            tokens[first_end + 1:] = [embedder.id_pad] * (len(tokens) - first_end - 1)
-        return tokens, 1 + len(head)
 
 
     def encode_prompts(self, templates: Sequence[str], learned: torch.Tensor) -> Any:
@@ -253,7 +240,7 @@ class A1111Adapter(ModelAdapter):
         hidden, pooled, offset = [], None, 0
         with devices.autocast():
             for embedder, table, width in zip(self.text_embedders, self._tables, self.encoder_widths):
-                rows = [self._chunk(embedder, template) for template in templates]
+                rows = [webui_chunk(embedder, template, PLACEHOLDER_ID) for template in templates]
                 tokens = torch.tensor([row[0] for row in rows], device=table.weight.device)
                 with spliced_slots(table, learned[..., offset:offset + width], [row[1] for row in rows]):
                     getattr(embedder, "hijack", sd_hijack.model_hijack).fixes = None  # no stale prompt-embedding fixes

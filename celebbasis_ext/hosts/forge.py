@@ -42,7 +42,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from ..adapter import NATIVE_RESOLUTION, SLOT_COUNT, ModelAdapter, ModelFamily, PromptSlots, spliced_slots
+from ..adapter import NATIVE_RESOLUTION, SLOT_COUNT, ModelAdapter, ModelFamily, spliced_slots, webui_chunk
 from ..errors import BadInput, TuningFailed, UnsupportedModel
 
 #: Token id in the slots before the hook overwrites their rows (Forge uses 0 for embedding positions too).
@@ -300,20 +300,6 @@ class ForgeAdapter(ModelAdapter):
         return latents
 
     # -- prompts with learned slots -----------------------------------------
-    @staticmethod
-    def _chunk(engine, template: str) -> tuple[list[int], int]:
-        """One 77-token chunk as the engine builds it, with the slot pair; and the slot's first position."""
-        before, after = PromptSlots(template).segments
-        head, tail = (list(ids) for ids in engine.tokenize([before, after]))
-        body = head + [PLACEHOLDER_ID] * SLOT_COUNT + tail
-        chunk_length = getattr(engine, "chunk_length", 75)
-        if len(body) > chunk_length:
-            raise BadInput(f"the caption template {template!r} is longer than {chunk_length} tokens")
-        tokens = [engine.id_start] + body + [engine.id_end] * (chunk_length + 1 - len(body))
-        if engine.id_end != engine.id_pad:  # as process_tokens: pad after the first end token
-            first_end = 1 + len(body)
-            tokens[first_end + 1:] = [engine.id_pad] * (len(tokens) - first_end - 1)
-        return tokens, 1 + len(head)
 
 
     def encode_prompts(self, templates: Sequence[str], learned: torch.Tensor) -> Any:
@@ -327,7 +313,7 @@ class ForgeAdapter(ModelAdapter):
             )
         hidden, pooled, offset = [], None, 0
         for engine, table, width in zip(self.engines, self._tables, self.encoder_widths):
-            rows = [self._chunk(engine, template) for template in templates]
+            rows = [webui_chunk(engine, template, PLACEHOLDER_ID) for template in templates]
             tokens = torch.tensor([row[0] for row in rows], dtype=torch.long)
             with spliced_slots(table, learned[..., offset:offset + width], [row[1] for row in rows]):
                 engine.embeddings.fixes = None  # no stale Textual Inversion splices
