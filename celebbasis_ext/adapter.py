@@ -126,6 +126,20 @@ class ModelAdapter(abc.ABC):
         must stay differentiable with respect to ``learned``.
         """
 
+    def batched_learned(self, templates: Sequence[str], learned: torch.Tensor) -> torch.Tensor:
+        """``learned`` as (batch, 2, embedding_width), one row per template; refuse other shapes."""
+        from .errors import BadInput
+
+        batch = len(templates)
+        if learned.dim() == 2:
+            learned = learned.unsqueeze(0).expand(batch, -1, -1)
+        if tuple(learned.shape) != (batch, SLOT_COUNT, self.embedding_width):
+            raise BadInput(
+                f"learned vectors must be (2, {self.embedding_width}) or ({batch}, 2, {self.embedding_width}), "
+                f"not {tuple(learned.shape)}"
+            )
+        return learned
+
     @abc.abstractmethod
     def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: Any) -> torch.Tensor:
         """The model's raw output (noise or v) for ``noisy_latents`` at ``timesteps``."""

@@ -32,8 +32,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from ..adapter import NATIVE_RESOLUTION, SLOT_COUNT, ModelAdapter, ModelFamily, spliced_slots, webui_chunk
-from ..errors import BadInput, TuningFailed, UnsupportedModel
+from ..adapter import NATIVE_RESOLUTION, ModelAdapter, ModelFamily, spliced_slots, webui_chunk
+from ..errors import TuningFailed, UnsupportedModel
 
 #: Token id put in the two slots before the hook overwrites their rows (A1111
 #: uses 0 for embedding positions too); never the end token, which pooling finds.
@@ -225,18 +225,9 @@ class A1111Adapter(ModelAdapter):
         return latents.float().to(self.device)
 
     # -- prompts with learned slots -----------------------------------------
-
-
     def encode_prompts(self, templates: Sequence[str], learned: torch.Tensor) -> Any:
         _, devices, _, sd_hijack = _host()
-        batch = len(templates)
-        if learned.dim() == 2:
-            learned = learned.unsqueeze(0).expand(batch, -1, -1)
-        if tuple(learned.shape) != (batch, SLOT_COUNT, self.embedding_width):
-            raise BadInput(
-                f"learned vectors must be (2, {self.embedding_width}) or ({batch}, 2, {self.embedding_width}), "
-                f"not {tuple(learned.shape)}"
-            )
+        learned = self.batched_learned(templates, learned)
         hidden, pooled, offset = [], None, 0
         with devices.autocast():
             for embedder, table, width in zip(self.text_embedders, self._tables, self.encoder_widths):

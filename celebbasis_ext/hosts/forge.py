@@ -42,8 +42,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from ..adapter import NATIVE_RESOLUTION, SLOT_COUNT, ModelAdapter, ModelFamily, spliced_slots, webui_chunk
-from ..errors import BadInput, TuningFailed, UnsupportedModel
+from ..adapter import NATIVE_RESOLUTION, ModelAdapter, ModelFamily, spliced_slots, webui_chunk
+from ..errors import TuningFailed, UnsupportedModel
 
 #: Token id in the slots before the hook overwrites their rows (Forge uses 0 for embedding positions too).
 PLACEHOLDER_ID = 0
@@ -300,17 +300,8 @@ class ForgeAdapter(ModelAdapter):
         return latents
 
     # -- prompts with learned slots -----------------------------------------
-
-
     def encode_prompts(self, templates: Sequence[str], learned: torch.Tensor) -> Any:
-        batch = len(templates)
-        if learned.dim() == 2:
-            learned = learned.unsqueeze(0).expand(batch, -1, -1)
-        if tuple(learned.shape) != (batch, SLOT_COUNT, self.embedding_width):
-            raise BadInput(
-                f"learned vectors must be (2, {self.embedding_width}) or ({batch}, 2, {self.embedding_width}), "
-                f"not {tuple(learned.shape)}"
-            )
+        learned = self.batched_learned(templates, learned)
         hidden, pooled, offset = [], None, 0
         for engine, table, width in zip(self.engines, self._tables, self.encoder_widths):
             rows = [webui_chunk(engine, template, PLACEHOLDER_ID) for template in templates]
