@@ -8,6 +8,13 @@ happened to the embeddings since. ``txt2img`` loads the model if needed
 memory manager load ``sd_model.forge_objects.unet`` (its LoRA patches are
 merged then) and samples a few Euler steps through ``KModel.apply_model``,
 all under ``torch.inference_mode`` as Forge runs generation.
+
+``StableDiffusionProcessingTxt2Img(**fields)`` / ``process_images(p)`` / ``Processed`` as far as an
+extension's preview render needs: ``process_images`` first calls ``forge_model_reload()`` (Forge's
+``manage_model_and_prompt_cache``; ``p.sd_model`` becomes the loaded model), then, under
+``torch.inference_mode``, one image per ``n_iter`` from ``all_prompts[i]`` (conditioning through the
+persistent cache), decoded by ``sd_model.decode_first_stage``. ``Processed.infotexts`` carry the
+"TI: name" parameters the text engines reported.
 """
 
 import os
@@ -64,6 +71,10 @@ def txt2img(prompt, seed=0, steps=3, width=64, height=64):
     """A short deterministic sampling run; returns (latents, infotext params)."""
     sd_model, _ = sd_models.forge_model_reload()
     cond, extra = txt2img_conditioning([prompt], width, height, steps)
+    return _sample(sd_model, cond, seed, steps, width, height), extra
+
+
+def _sample(sd_model, cond, seed, steps, width, height):
     unet = sd_model.forge_objects.unet
     memory_management.load_models_gpu([unet])
     kmodel = unet.model
@@ -78,4 +89,43 @@ def txt2img(prompt, seed=0, steps=3, width=64, height=64):
         sigma = sigmas[index].reshape(1)
         denoised = kmodel.apply_model(x, sigma, transformer_options={}, **kwargs)
         x = x + (x - denoised) / sigma * (sigmas[index + 1] - sigma)
-    return x, extra
+    return x
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    def __init__(self, sd_model=None, prompt="", negative_prompt="", seed=-1, n_iter=1, batch_size=1, steps=20,
+                 cfg_scale=7.0, distilled_cfg_scale=3.5, width=512, height=512, do_not_save_samples=False,
+                 do_not_save_grid=False, **kwargs):
+        self.sd_model, self.prompt, self.negative_prompt = sd_model, prompt, negative_prompt
+        self.seed, self.n_iter, self.batch_size, self.steps = seed, n_iter, batch_size, steps
+        self.cfg_scale, self.distilled_cfg_scale, self.width, self.height = cfg_scale, distilled_cfg_scale, width, height
+        self.do_not_save_samples, self.do_not_save_grid = do_not_save_samples, do_not_save_grid
+        self.closed = False
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def close(self):
+        self.closed = True
+
+
+class Processed:
+    def __init__(self, p, images, infotexts, index_of_first_image=0):
+        self.images, self.infotexts, self.index_of_first_image = images, infotexts, index_of_first_image
+        self.prompt, self.seed = p.prompt, p.seed
+
+
+def process_images(p):
+    from PIL import Image
+
+    p.sd_model, _ = sd_models.forge_model_reload()
+    prompts = p.prompt if isinstance(p.prompt, list) else [p.prompt] * p.n_iter
+    images, infotexts = [], []
+    with torch.inference_mode():
+        for index in range(p.n_iter):
+            cond, extra = txt2img_conditioning([prompts[index]], p.width, p.height, p.steps)
+            latents = _sample(p.sd_model, cond, int(p.seed) + index, p.steps, p.width, p.height)
+            pixels = p.sd_model.decode_first_stage(latents)[0].clamp(-1, 1)
+            array = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            images.append(Image.fromarray(array[..., :3]))
+            infotexts.append(", ".join(f"{k}: {v}" for k, v in extra.items()))
+    return Processed(p, images, infotexts)

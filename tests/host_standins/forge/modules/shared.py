@@ -1,36 +1,41 @@
-"""``modules.shared`` of Forge: ``cmd_opts`` (embeddings_dir: ``<data>/embeddings`` in Forge main,
-``models/embeddings`` in Neo), ``opts``, and ``sd_model`` as a property (Forge's ``shared_items.Shared``)."""
+"""``modules/shared.py`` of Forge main / Neo: ``cmd_opts`` (parsed after extensions' preload), ``opts`` and
+``state`` (filled by ``shared_init.initialize()``), ``OptionInfo`` / ``options_section`` re-exported from
+``modules.options`` as in the real file, and ``sd_model`` as a property of the module (Forge's
+``shared_items.Shared``): it returns ``model_data.get_sd_model()``, which in Forge never loads anything
+(``FakeInitialModel`` until ``forge_model_reload()``)."""
 
 import os
 import sys
-import types
 
-FLAVOR = os.environ.get("FORGE_STANDIN_FLAVOR", "neo")
-_root = os.environ.get("FORGE_STANDIN_ROOT", os.getcwd())
+from modules import options, shared_cmd_options
+from modules.paths_internal import data_path, extensions_builtin_dir, extensions_dir, models_path, script_path  # noqa: F401
 
-cmd_opts = types.SimpleNamespace(
-    embeddings_dir=os.path.join(_root, "embeddings") if FLAVOR == "main"
-    else os.path.join(_root, "models", "embeddings"),
-    api=False, nowebui=False, data_dir=_root,
-)
+cmd_opts = shared_cmd_options.cmd_opts
+parser = shared_cmd_options.parser
+
+batch_cond_uncond = True
+parallel_processing_allowed = True
+styles_filename = cmd_opts.styles_file = cmd_opts.styles_file or [os.path.join(data_path, "styles.csv")]
+config_filename = cmd_opts.ui_settings_file
+hide_dirs = {"visible": not cmd_opts.hide_ui_dir_config}
+
+demo = None
+device = None
+state = None
+options_templates: dict = None
+opts: options.Options = None
+restricted_opts: set = None
+settings_components: dict = None
+tab_names = []
+total_tqdm = None
+mem_mon = None
+
+options_section = options.options_section
+OptionInfo = options.OptionInfo
+OptionHTML = options.OptionHTML
 
 
-class Options:
-    def __init__(self):
-        self.data = {"emphasis": "Original", "sdxl_crop_left": 0, "sdxl_crop_top": 0, "persistent_cond_cache": True,
-                     "CLIP_stop_at_last_layers": 1}
-
-    def __getattr__(self, item):
-        try:
-            return self.__dict__["data"][item]
-        except KeyError:
-            raise AttributeError(item) from None
-
-
-opts = Options()
-
-
-class Shared(types.ModuleType):
+class Shared(sys.modules[__name__].__class__):
     @property
     def sd_model(self):
         import modules.sd_models

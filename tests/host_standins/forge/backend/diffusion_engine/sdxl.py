@@ -39,6 +39,11 @@ class _SDXLBase(ForgeDiffusionEngine):
         sample = self.forge_objects.vae.first_stage_model.process_in(sample)
         return sample.to(x)
 
+    @torch.inference_mode()
+    def decode_first_stage(self, x):
+        sample = self.forge_objects.vae.first_stage_model.process_out(x)
+        return (self.forge_objects.vae.decode(sample).movedim(-1, 1) * 2.0 - 1.0).to(x)
+
 
 class StableDiffusionXL(_SDXLBase):
     def __init__(self, estimated_config, huggingface_components):

@@ -1,0 +1,280 @@
+"""The extension inside the stand-in of Forge main and Forge Neo (tests/host_standins/forge).
+
+The host parses its command line after the extension's ``preload.py``, loads
+``scripts/celebbasis.py`` the way Forge does (every extension folder left on
+sys.path), registers the callbacks and the settings section, builds the tab
+without loading a model, and then: a tuning through the Train button's own
+queued function (Forge's ``wrap_gradio_gpu_call``) called from a worker
+thread, as gradio calls it, while the host's main thread runs its task loop;
+the file is written, the loaded engine is exactly as before, the very next
+Generate (txt2img handed to the main thread, under inference mode) uses the
+new vectors through the engine's own embedding database; Interrupt leaves
+nothing; the HTTP API under the host's queue lock and --api-auth.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import noise_photo, small_names_file
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN_FILE = ROOT / "tests" / "host_standins" / "forge" / "standin.py"
+OURS = "celebbasis.py"
+ARGS = ["--api", "--api-auth", "alice:pw", "--celebbasis-no-download"]
+
+pytest.importorskip("fastapi")
+gradio_available = True
+try:
+    from celebbasis_ext.webui.compat import import_gradio
+
+    import_gradio()
+except Exception:  # noqa: BLE001 - the tab parts skip, the rest still runs
+    gradio_available = False
+needs_gradio = pytest.mark.skipif(not gradio_available, reason="gradio is not installed")
+
+
+def _load_standin():
+    module = sys.modules.get("forge_standin")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("forge_standin", STANDIN_FILE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["forge_standin"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def forge():
+    standin = _load_standin()
+    yield standin
+    standin.shutdown()
+
+
+def our_callbacks(host, category):
+    return [c for c in host.modules.script_callbacks.callback_map[f"callbacks_{category}"]
+            if Path(c.script).name == OURS]
+
+
+def script_module(host):
+    return next(module for path, module in host.modules.scripts.loaded_modules.items() if Path(path).name == OURS)
+
+
+def fast_settings(service, tmp_path):
+    host_settings = service.settings
+    names = str(small_names_file(tmp_path))
+    service.settings = lambda: replace(host_settings, names_file=names, basis_cache_dir=str(tmp_path / "basis"),
+                                       tune_defaults={"pool_size": 2, "resolution": 64, "report_every": 1})
+
+
+def queued_function(blocks, name):
+    """The function gradio calls for a button (the host's wrap_gradio_gpu_call around ours)."""
+    functions = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
+    for block_function in functions:
+        fn = getattr(block_function, "fn", None)
+        if fn is not None and getattr(fn, "__name__", "") == name and getattr(fn, "__wrapped__", None):
+            return fn
+    raise AssertionError(f"no {name} function found")
+
+
+def in_worker(fn, *args):
+    """Call ``fn`` in another thread, as gradio's worker pool calls event functions."""
+    out = {}
+
+    def run():
+        try:
+            out["result"] = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+            out["error"] = error
+
+    thread = threading.Thread(target=run, name="gradio-worker")
+    thread.start()
+    thread.join(120)
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
+def snapshot(host):
+    from celebbasis_ext.hosts.detect import adapter_for_loaded_model
+    from test_forge_adapter import _snapshot
+
+    return _snapshot(adapter_for_loaded_model(load=False), host)
+
+
+def generate(host, prompt, seed=5):
+    """The Generate button: wrap_gradio_gpu_call(txt2img) from a worker thread, work on the main thread."""
+    call_queue = host.modules.call_queue
+    gpu_call = call_queue.wrap_gradio_gpu_call(host.modules.txt2img.txt2img, extra_outputs=[None, "", ""])
+    images, info, _, html = in_worker(gpu_call, "task(txt2img-1)", None, prompt, seed, 2, 64, 64)
+    assert "error" not in html, html
+    return images, info
+
+
+@pytest.mark.parametrize("flavor", ["neo", "main"])
+def test_loads_registers_and_reads_settings(forge, tmp_path, flavor):
+    from celebbasis_ext.hosts.detect import HostKind, detect_host
+
+    host = forge.boot(tmp_path / "webui", flavor=flavor, kind="sd15", load=False, args=ARGS, extensions=[ROOT])
+    assert detect_host().kind == (HostKind.FORGE_NEO if flavor == "neo" else HostKind.FORGE)
+    for category in ("ui_tabs", "ui_settings", "app_started", "script_unloaded"):
+        assert len(our_callbacks(host, category)) == 1, category
+    assert host.shared.cmd_opts.celebbasis_no_download is True
+    module = script_module(host)
+    assert module.host.__name__ == "celebbasis_ext.webui.a1111_host"
+    assert Path(sys.modules["celebbasis_ext"].__file__).resolve().parent == ROOT / "celebbasis_ext"
+    assert str(host.root / "extensions" / ROOT.name) in sys.path  # Forge leaves extension folders on sys.path
+    assert not any(name == "ldm" or name.startswith(("ldm.", "sgm", "ldm_patched")) for name in sys.modules)
+    if flavor == "neo":
+        with pytest.raises(ImportError):
+            import modules.sd_hijack  # noqa: F401 - Neo has none
+
+    if gradio_available:
+        host.modules.script_callbacks.ui_settings_callback()
+        ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
+        assert set(ours) == set(module.host.OPTIONS)
+        assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
+        [(blocks, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
+        assert (title, elem_id) == ("CelebBasis", "celebbasis")
+    assert type(host.shared.sd_model).__name__ == "FakeInitialModel"  # registering and building loaded nothing
+
+    service = module.service()
+    assert service.settings.allow_download is False
+    assert service.out_dir == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"
+    expected = "embeddings" if flavor == "main" else "models/embeddings"
+    assert Path(host.shared.cmd_opts.embeddings_dir) == host.root / expected
+    assert service.check_name("zed_free").ok
+
+
+@needs_gradio
+@pytest.mark.parametrize("flavor, kind", [("neo", "sd15"), ("main", "sdxl")])
+def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_path, flavor, kind):
+    host = forge.boot(tmp_path / "webui", flavor=flavor, kind=kind, args=ARGS, extensions=[ROOT])
+    module = script_module(host)
+    service = module.service()
+    fast_settings(service, tmp_path)
+    state, main_thread = host.shared.state, host.modules.main_thread
+    [(blocks, _, _)] = host.modules.script_callbacks.ui_tabs_callback()
+    train = queued_function(blocks, "train")
+
+    seen = []
+    original_hook = service.host_progress
+
+    def watch(update):
+        original_hook(update)
+        seen.append((state.sampling_step, state.sampling_steps, state.job_count,
+                     host.modules.call_queue.queue_lock.locked(), threading.current_thread().name,
+                     torch.is_inference_mode_enabled()))
+
+    service.host_progress = watch
+    photo = tmp_path / "photo.png"
+    noise_photo(size=96).save(photo)
+    reference, _ = generate(host, "a photo of a cat")
+    before = snapshot(host)
+    outputs = in_worker(train, "task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2, 0.01, 23, "auto", "none",
+                        "auto (largest face)", False)
+    token, file, _, _, _, status = outputs
+    assert token == "zed_host", status
+    assert "Done" in status and "Time taken" in status  # Forge's wrapper appended its timing
+    path = Path(file)
+    assert path.parent == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis" and path.is_file()
+    assert [s[0] for s in seen] == [1, 2] and all(s[1] == 2 and s[2] == 1 and s[3] for s in seen)
+    assert {s[4] for s in seen} == {"gradio-worker"} and main_thread.loop_thread.name == "forge-main-thread"
+    assert not any(s[5] for s in seen)
+    assert snapshot(host) == before  # values, flags, identity, inference flags, attention, infotext
+    assert host.modules.progress.current_task is None and state.job_count == 0
+
+    # the very next Generate (on the main thread, inference mode) uses the new vectors
+    images, info = generate(host, "a photo of zed_host")
+    assert "TI: zed_host" in info and images[0].size == (64, 64)
+    again, _ = generate(host, "a photo of a cat")
+    assert [a.tobytes() for a in again] == [r.tobytes() for r in reference]  # the model generates as before
+    engines = ["text_processing_engine"] if kind == "sd15" else ["text_processing_engine_l", "text_processing_engine_g"]
+    sd_model = host.shared.sd_model
+    for engine in engines:
+        assert "zed_host" in getattr(sd_model, engine).embeddings.word_embeddings
+    cond, _ = host.processing.txt2img_conditioning(["a photo of zed_host"])
+    from celebbasis_ext.hosts.detect import adapter_for_loaded_model
+    from celebbasis_ext.identity import EXPORT_KEYS, load_identity
+    from test_forge_adapter import _assert_host_uses
+
+    identity = load_identity(path)
+    saved = torch.cat([identity.vectors[key] for key in EXPORT_KEYS[identity.family]], dim=-1)  # as trained
+    _assert_host_uses(adapter_for_loaded_model(load=False), cond, saved)
+
+    # the host's Interrupt during a run: nothing written, the engine as it was
+    def interrupt(update):
+        original_hook(update)
+        state.interrupt()
+
+    service.host_progress = interrupt
+    before = snapshot(host)  # the generations above left the host's own infotext side channel set
+    *_, status = in_worker(train, "task(celebbasis-2)", [str(photo)], "zed_stopped", "Fast", 50, 0.01, 23, "auto",
+                           "none", "auto (largest face)", False)
+    assert "Interrupted" in status and not (path.parent / "zed_stopped.safetensors").exists()
+    assert state.interrupted is False and snapshot(host) == before
+
+    # a preview through the host's processing (a generation with the token)
+    service.host_progress = original_hook
+    host.shared.opts.data["celebbasis_preview_steps"] = 1
+    preview = queued_function(blocks, "preview")
+    asked, process_images = [], host.processing.process_images
+
+    def small(p):  # the tiny model samples at 64 px whatever size the preview asks for (checked here)
+        asked.append((p.width, p.height, p.steps, p.prompt))
+        p.width = p.height = 64
+        return process_images(p)
+
+    host.processing.process_images = small
+    gallery, note = in_worker(preview, "zed_host", [str(photo)], "auto (largest face)")
+    size = 1024 if kind == "sdxl" else 512
+    assert asked and all(a[:3] == (size, size, 1) and all("zed_host" in t for t in a[3]) for a in asked)
+    assert len(gallery) == len(asked[0][3]) and "error" not in note, note
+    assert snapshot(host) == before
+
+
+@pytest.mark.parametrize("flavor, kind", [("neo", "sdxl"), ("main", "sd15")])
+def test_api_under_queue_lock_and_api_auth(forge, tmp_path, flavor, kind):
+    from fastapi.testclient import TestClient
+
+    host = forge.boot(tmp_path / "webui", flavor=flavor, kind=kind, args=ARGS, extensions=[ROOT])
+    service = script_module(host).service()
+    fast_settings(service, tmp_path)
+    client = TestClient(host.start_app())
+    assert client.get("/celebbasis/v1/identities").status_code == 401
+    assert client.get("/celebbasis/v1/identities", auth=("alice", "nope")).status_code == 401
+    assert client.post("/sdapi/v1/txt2img", json={}).status_code == 401  # the host's own route, same users
+
+    held = []
+    original_hook = service.host_progress
+    service.host_progress = lambda update: (original_hook(update),
+                                            held.append(host.modules.call_queue.queue_lock.locked()))
+    assert "TI" not in client.post("/sdapi/v1/txt2img", json={"prompt": "a cat"}, auth=("alice", "pw")).json()["info"]
+    before = snapshot(host)  # after a generation, as a running host is (the engines' splice list is None then)
+    buffer = io.BytesIO()
+    noise_photo(size=96).save(buffer, format="PNG")
+    body = {"images": [base64.b64encode(buffer.getvalue()).decode()], "name": "zed_api", "steps": 2,
+            "face_encoder": "none"}
+    response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
+    service.host_progress = original_hook
+    assert response.status_code == 200, response.text
+    assert response.json()["family"] == ("sdxl" if kind == "sdxl" else "sd1")
+    assert held == [True, True] and not host.modules.call_queue.queue_lock.locked()
+    assert snapshot(host) == before
+    info = client.post("/sdapi/v1/txt2img", json={"prompt": "a photo of zed_api"}, auth=("alice", "pw")).json()["info"]
+    assert "TI: zed_api" in info  # the host's next generation uses it
+    listed = client.get("/celebbasis/v1/identities", auth=("alice", "pw")).json()["identities"]
+    assert [item["name"] for item in listed] == ["zed_api"]
+    assert client.delete("/celebbasis/v1/identities/zed_api", auth=("alice", "pw")).status_code == 200
+    info = client.post("/sdapi/v1/txt2img", json={"prompt": "a photo of zed_api"}, auth=("alice", "pw")).json()["info"]
+    assert "zed_api" not in info
+    host.modules.script_callbacks.script_unloaded_callback()
