@@ -278,3 +278,20 @@ def test_api_under_queue_lock_and_api_auth(forge, tmp_path, flavor, kind):
     info = client.post("/sdapi/v1/txt2img", json={"prompt": "a photo of zed_api"}, auth=("alice", "pw")).json()["info"]
     assert "zed_api" not in info
     host.modules.script_callbacks.script_unloaded_callback()
+
+
+@pytest.mark.parametrize("flavor, kind", [("neo", "sd15"), ("main", "sdxl")])
+def test_names_of_embeddings_loaded_from_elsewhere_are_refused(forge, tmp_path, flavor, kind):
+    """Forge main's sd_hijack has no embedding_db and Neo has no sd_hijack: the engines' databases are read."""
+    from safetensors.torch import save_file
+
+    from celebbasis_ext.hosts.reload import reload_embeddings
+
+    host = forge.boot(tmp_path / "webui", flavor=flavor, kind=kind, args=ARGS, extensions=[ROOT])
+    service = script_module(host).service()
+    assert service.check_name("zed_elsewhere").ok
+    elsewhere = Path(host.shared.cmd_opts.embeddings_dir) / "zed_elsewhere.safetensors"  # not in our subfolder
+    save_file({"emb_params": torch.zeros(1, 7)}, str(elsewhere))
+    reload_embeddings()  # any shape: a skipped embedding's name is taken too
+    check = service.check_name("zed_elsewhere")
+    assert check.level == "error" and "already loaded from another folder" in check.message

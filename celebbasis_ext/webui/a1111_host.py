@@ -164,22 +164,41 @@ def reload_embeddings(path: Optional[Path] = None) -> None:
                     path.name if path else "the new file")
 
 
-def known_embeddings() -> list[str]:
-    """Names of embeddings the host has loaded from outside our folder."""
+def _embedding_databases() -> list:
+    """The databases prompts are read with: A1111's one, else each text engine's of the loaded Forge/Neo model.
+
+    Forge main keeps ``modules/sd_hijack.py`` without an ``embedding_db`` and Neo has no such module: there
+    each text engine (``text_processing_engine``, ``_l``, ``_g``) holds its own, once a model is loaded.
+    """
     try:
         from modules import sd_hijack
 
-        database = sd_hijack.model_hijack.embedding_db
+        database = getattr(sd_hijack.model_hijack, "embedding_db", None)
     except (ImportError, AttributeError):
+        database = None
+    if database is not None:
+        return [database]
+    model = _loaded_model()
+    if model is None:
         return []
+    from ..hosts.reload import ENGINE_ATTRIBUTES
+
+    engines = (getattr(model, name, None) for name in ENGINE_ATTRIBUTES)
+    return [engine.embeddings for engine in engines if getattr(engine, "embeddings", None) is not None]
+
+
+def known_embeddings() -> list[str]:
+    """Names of embeddings the host has loaded from outside our folder."""
     ours = out_dir()
     names = []
-    for table in (getattr(database, "word_embeddings", {}), getattr(database, "skipped_embeddings", {})):
-        for name, embedding in table.items():
-            filename = getattr(embedding, "filename", None)
-            if filename and Path(filename).resolve().parent == ours:
-                continue
-            names.append(name)
+    for database in _embedding_databases():
+        for table in (getattr(database, "word_embeddings", {}), getattr(database, "skipped_embeddings", {})):
+            for name, embedding in table.items():
+                filename = getattr(embedding, "filename", None)
+                if filename and Path(filename).resolve().parent == ours:
+                    continue
+                if name not in names:
+                    names.append(name)
     return names
 
 
