@@ -17,6 +17,7 @@ is loaded.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -82,15 +83,26 @@ def add_settings() -> None:
 
 
 # ---------------------------------------------------------------------------- settings and folders
+def data_path() -> Optional[str]:
+    """The host's data folder: ``paths_internal.data_path`` (A1111, Forge) or ``paths.data_path``
+    (SD.Next, whose ``paths_internal`` is an empty file)."""
+    for name in ("modules.paths_internal", "modules.paths"):
+        try:
+            value = getattr(importlib.import_module(name), "data_path", None)
+        except ImportError:
+            continue
+        if value:
+            return str(value)
+    return None
+
+
 def embeddings_root() -> Path:
     """The folder the host reads embeddings from (``hosts.reload`` knows where each host keeps it)."""
     from ..hosts.reload import embeddings_dir
 
     folder = embeddings_dir()
     if folder is None:
-        from modules import paths_internal
-
-        folder = os.path.join(paths_internal.data_path, "embeddings")
+        folder = os.path.join(data_path() or ".", "embeddings")
     return Path(folder).expanduser().resolve()
 
 
@@ -109,12 +121,7 @@ def settings() -> ServiceSettings:
     """The current settings, with --celebbasis-models-dir and --celebbasis-no-download on top."""
     shared = _shared()
     cmd = shared.cmd_opts
-    try:
-        from modules import paths_internal
-
-        webui_root = paths_internal.data_path
-    except ImportError:  # pragma: no cover - every A1111-style host has it
-        webui_root = None
+    webui_root = data_path()
     models_dir = getattr(cmd, "celebbasis_models_dir", None) or opt("celebbasis_models_dir") or None
     try:
         preview_steps = int(opt("celebbasis_preview_steps"))
@@ -229,7 +236,7 @@ def api_job():
 
     state = _shared().state
     with call_queue.queue_lock:
-        state.begin(job="celebbasis")
+        state.begin("celebbasis")  # positional: A1111/Forge call it job=, SD.Next title=
         try:
             yield
         finally:
@@ -241,9 +248,30 @@ def api_job():
 
 
 def api_credentials() -> Optional[dict]:
+    """The users of the host's own API: --api-auth (A1111, Forge); SD.Next ignores --api-auth and protects
+    its API with the --auth / --auth-file users (``user:password``, split at the first colon, quotes and
+    spaces stripped)."""
+    from ..hosts.detect import HostKind, detect_host
     from .api import parse_credentials
 
-    return parse_credentials(getattr(_shared().cmd_opts, "api_auth", None))
+    cmd = _shared().cmd_opts
+    if detect_host().kind != HostKind.SDNEXT:
+        return parse_credentials(getattr(cmd, "api_auth", None))
+    entries = [item for item in str(getattr(cmd, "auth", None) or "").split(",") if item.strip()]
+    users = {}
+    auth_file = getattr(cmd, "auth_file", None)
+    if auth_file:
+        try:
+            with open(auth_file, encoding="utf8") as handle:
+                entries += [line for line in handle.read().splitlines() if line.strip()]
+        except OSError as error:
+            log.warning("CelebBasis: cannot read --auth-file %s (%s): the API answers 401", auth_file, error)
+            users[":"] = os.urandom(16).hex()  # no HTTP Basic user name contains ':': nobody gets in
+    for entry in entries:
+        user, sep, password = entry.partition(":")
+        if sep and user.replace('"', "").strip():
+            users[user.replace('"', "").strip()] = password.replace('"', "").strip()
+    return users or None
 
 
 # ---------------------------------------------------------------------------- previews
