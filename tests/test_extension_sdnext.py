@@ -258,3 +258,20 @@ def test_api_under_queue_lock_and_sdnext_auth(sdnext, tmp_path):
     assert client.delete("/celebbasis/v1/identities/zed_api", auth=("alice", "pw")).status_code == 200
     assert "zed_api" not in host.shared.sd_model.embedding_db.word_embeddings
     host.modules.script_callbacks.script_unloaded_callback()
+
+
+def test_names_of_embeddings_loaded_from_elsewhere_are_refused(sdnext, tmp_path):
+    """SD.Next's sd_hijack.model_hijack is a function: the loaded pipeline's embedding_db is read."""
+    from safetensors.torch import save_file
+
+    from celebbasis_ext.hosts.reload import reload_embeddings
+
+    host = sdnext.boot(tmp_path / "sdnext", checkpoint="tiny-sd1", args=ARGS, extensions=[ROOT])
+    service = script_module(host).service()
+    assert service.check_name("zed_elsewhere").ok
+    elsewhere = Path(host.shared.opts.embeddings_dir) / "zed_elsewhere.safetensors"  # not in our subfolder
+    save_file({"emb_params": torch.randn(1, 32)}, str(elsewhere))
+    reload_embeddings()
+    assert "zed_elsewhere" in host.shared.sd_model.embedding_db.word_embeddings
+    check = service.check_name("zed_elsewhere")
+    assert check.level == "error" and "already loaded from another folder" in check.message

@@ -172,7 +172,8 @@ def reload_embeddings(path: Optional[Path] = None) -> None:
 
 
 def _embedding_databases() -> list:
-    """The databases prompts are read with: A1111's one, else each text engine's of the loaded Forge/Neo model.
+    """The databases prompts are read with: A1111's one, else SD.Next's pipeline's, else each text engine's of
+    the loaded Forge/Neo model.
 
     Forge main keeps ``modules/sd_hijack.py`` without an ``embedding_db`` and Neo has no such module: there
     each text engine (``text_processing_engine``, ``_l``, ``_g``) holds its own, once a model is loaded.
@@ -188,6 +189,8 @@ def _embedding_databases() -> list:
     model = _loaded_model()
     if model is None:
         return []
+    if getattr(model, "embedding_db", None) is not None:  # SD.Next: the loaded pipeline's own database
+        return [model.embedding_db]
     from ..hosts.reload import ENGINE_ATTRIBUTES
 
     engines = (getattr(model, name, None) for name in ENGINE_ATTRIBUTES)
