@@ -326,9 +326,28 @@ def _fifths(values: Sequence[float]) -> tuple[float, float]:
     return _mean(values[:fifth]), _mean(values[-fifth:])
 
 
-def run_experiment(config: Config, log=print) -> dict:
-    """Everything above; returns the figures (see ``print_table``)."""
-    started = time.perf_counter()
+@dataclass
+class PlantedWorld:
+    """A taught model with one identity planted: what tuning runs on, and what it is judged against."""
+
+    adapter: "CodecAdapter"
+    basis: object
+    identities: torch.Tensor  # (n, 2, K)
+    planted: int
+    others: list
+    seeds: list
+    renders: torch.Tensor  # (n, render_count, 4, 8, 8)
+    truths: torch.Tensor
+    images: list  # the planted identity's renders as photos
+    features: torch.Tensor  # (photos, 2, D): one fixed random "face feature" for paper mode
+    probe: "LossProbe"
+    report: dict  # the set-up's own figures
+    train_seconds: float
+    render_seconds: float
+
+
+def plant_identity(config: Config, log=print) -> PlantedWorld:
+    """Steps 1-3: teach the UNet, make fresh identities, render the planted one."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     pipe = build_pipeline(config.architecture, seed=config.seed)
@@ -400,10 +419,23 @@ def run_experiment(config: Config, log=print) -> dict:
         "loss_at_random": loss_random,
         "modes": {},
     }
-
     feature = F.normalize(torch.randn(config.feature_dim, generator=torch.Generator().manual_seed(config.seed + 3)),
                           dim=0)
     features = feature.expand(len(images), 2, -1).contiguous()  # (photos, face/mirror, D)
+    return PlantedWorld(adapter, basis, identities, planted, others, seeds, renders, truths, images, features, probe,
+                        report, train_seconds, render_seconds)
+
+
+def run_experiment(config: Config, log=print) -> dict:
+    """Everything above; returns the figures (see ``print_table``)."""
+    started = time.perf_counter()
+    world = plant_identity(config, log)
+    adapter, basis, identities, planted, others = (world.adapter, world.basis, world.identities, world.planted,
+                                                   world.others)
+    seeds, renders, truths, images, features, probe = (world.seeds, world.renders, world.truths, world.images,
+                                                       world.features, world.probe)
+    targets = renders[planted]
+    report = world.report
     for mode in config.modes:
         t0 = time.perf_counter()
         learning_rate = config.direct_lr if mode == "direct" else config.paper_lr
@@ -457,8 +489,8 @@ def run_experiment(config: Config, log=print) -> dict:
         log(f"[{mode}] {config.tune_steps} steps in {tune_seconds:.1f} s: loss {first:.4f} -> {last:.4f}; "
             f"cosine with c* {figures['cosine_start_planted']:+.3f} -> {figures['cosine_learned_planted']:+.3f}")
     report["seconds"] = time.perf_counter() - started
-    report["train_seconds"] = train_seconds
-    report["render_seconds"] = render_seconds
+    report["train_seconds"] = world.train_seconds
+    report["render_seconds"] = world.render_seconds
     return report
 
 

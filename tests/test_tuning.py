@@ -157,3 +157,35 @@ def test_host_random_state_is_left_alone(sd1_pipeline, tmp_path):
 def test_bad_reporting_and_ema_refused(options):
     with pytest.raises(BadInput):
         TuneOptions(**options).validate()
+
+
+def test_result_is_the_bias_corrected_ema_of_the_steps(sd1_pipeline, tmp_path):
+    """The learned coefficients are the 0.99 EMA of every step's coefficients, started at zero and divided by
+    1 - 0.99^n: no weight is left on the untrained first output (the authors' EMA keeps 0.99^n of it)."""
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    features = torch.nn.functional.normalize(torch.randn(1, 2, 128), dim=-1)
+    steps, decay = 12, 0.9
+    seen = []
+    result = tune(adapter, basis, [noise_photo()], features,
+                  TuneOptions(steps=steps, report_every=1, ema_decay=decay, learning_rate=0.05), progress=seen.append)
+    trajectory = torch.stack([update.coefficients[0] for update in seen])
+    assert trajectory.shape == (steps, 2, basis.k)
+    weights = (1 - decay) * decay ** torch.arange(steps - 1, -1, -1, dtype=torch.float32)
+    expected = torch.einsum("s,spk->pk", weights, trajectory) / (1 - decay ** steps)
+    torch.testing.assert_close(result.coefficients, expected)
+    original = trajectory[0]
+    for current in trajectory[1:]:
+        original = decay * original + (1 - decay) * current
+    assert not torch.allclose(result.coefficients, original, atol=1e-4)  # the first output no longer dominates
+
+
+def test_a_short_run_encodes_only_the_views_it_can_draw(sd1_pipeline, tmp_path, monkeypatch):
+    adapter, basis = _setup(sd1_pipeline, tmp_path)
+    encoded = []
+    real_encode = adapter.encode_images
+    monkeypatch.setattr(adapter, "encode_images", lambda pixels: encoded.append(len(pixels)) or real_encode(pixels))
+    tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=3, batch_size=2, pool_size=64, mode="direct"))
+    assert sum(encoded) == 6  # 3 steps x 2 views, not the 64 of the pool
+    encoded.clear()
+    tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=40, batch_size=2, pool_size=16, mode="direct"))
+    assert sum(encoded) == 16  # a long run encodes the whole pool, once
