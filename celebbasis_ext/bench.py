@@ -45,6 +45,9 @@ class BenchReport:
     basis_build_seconds: float
     basis_cached_seconds: float
     write_seconds: float
+    warmup_seconds: float = 0.0  # the first 2-step run: includes torch.compile's compilation when on
+    channels_last: bool = False
+    compiled: bool = False
     torch_version: str = torch.__version__
     step_samples: list = field(default_factory=list)
     floor_samples: list = field(default_factory=list)
@@ -116,7 +119,10 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
     photo = Image.fromarray((np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8))
     features = F.normalize(torch.randn(1, 2, 512), dim=-1)
     run = TuneOptions(**{**asdict(options), "steps": steps, "report_every": max(steps, 1)})
+    started = time.perf_counter()
     tune(adapter, basis, [photo], features, TuneOptions(**{**asdict(run), "steps": 2}))  # warm-up
+    warmup = time.perf_counter() - started
+    log(f"warm-up (2 steps): {warmup:.1f} s")
     step_samples = []
     for _ in range(repeats):
         result = tune(adapter, basis, [photo], features, run)
@@ -147,7 +153,8 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
         step_seconds=step, floor_seconds=floor, ratio=step / floor, identity_seconds=result.seconds,
         identity_steps=identity_steps, peak_memory_mb=_peak_memory_mb(device), basis_build_seconds=basis_build,
         basis_cached_seconds=basis_cached, write_seconds=write, step_samples=step_samples,
-        floor_samples=floor_samples,
+        floor_samples=floor_samples, warmup_seconds=warmup, channels_last=getattr(adapter, "channels_last", False),
+        compiled=getattr(adapter, "compile_unet", False),
     )
 
 
@@ -162,6 +169,8 @@ def format_report(report: BenchReport) -> str:
         ("peak memory", f"{report.peak_memory_mb:.0f} MB"),
         ("basis", f"{report.basis_build_seconds:.2f} s to build, {report.basis_cached_seconds:.3f} s from cache"),
         ("write file", f"{report.write_seconds * 1000:.1f} ms"),
+        ("warm-up", f"{report.warmup_seconds:.1f} s (2 steps{', torch.compile' if report.compiled else ''}"
+                    f"{', channels-last' if report.channels_last else ''})"),
     ]
     return "\n".join(f"{key:>13}: {value}" for key, value in rows)
 

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--identity-steps", type=int, default=None, help="steps of the one-identity run")
     bench.add_argument("--resolution", type=int, default=None)
+    bench.add_argument("--channels-last", action="store_true", help="UNet in channels-last memory format")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the UNet (the warm-up shows its cost)")
     bench.add_argument("--json", default=None, help="write the figures to this file")
 
     inspect = commands.add_parser("inspect", help="show an embedding file's shapes and metadata")
@@ -259,6 +261,7 @@ def cmd_bench(args) -> int:
     else:
         _, adapter = _load(args)
         label = os.path.basename(os.path.normpath(args.model))
+    adapter.channels_last, adapter.compile_unet = args.channels_last, args.compile
     options = TuneOptions(dtype=args.dtype, resolution=args.resolution).validate()
     report = run_bench(adapter, label, steps=args.steps, repeats=args.repeats, identity_steps=args.identity_steps,
                        options=options, log=lambda line: print(line, file=sys.stderr))

@@ -38,3 +38,61 @@ def test_tune_batch_one_identity_per_photo_and_folder(capsys, tmp_path):
     assert code == 0, captured.err
     assert sorted(p.name for p in out.iterdir()) == ["Carla_D_az.safetensors", "ann.safetensors"]
     assert "per minute" in captured.out
+
+
+def test_channels_last_only_during_tuning_and_the_same_prediction(tmp_path):
+    import torch
+
+    from conftest import tiny_pipeline
+    from celebbasis_ext.diffusers_adapter import DiffusersAdapter
+    from celebbasis_ext.model_guard import state_digest
+
+    adapter = DiffusersAdapter(tiny_pipeline("tiny-sd1"))
+    convolutions = [p for p in adapter.pipe.unet.parameters() if p.dim() == 4 and p.shape[-1] > 1]  # 1x1: both
+    assert convolutions
+    latents, timesteps = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([5, 600])
+    learned = torch.randn(2, 2, adapter.embedding_width, generator=torch.Generator().manual_seed(1))
+    before = state_digest(adapter.frozen_modules())
+    with adapter.tuning_session(), torch.no_grad():
+        plain = adapter.predict(latents, timesteps, adapter.encode_prompts(["a photo of {}"] * 2, learned))
+    adapter.channels_last = True
+    with adapter.tuning_session(), torch.no_grad():
+        assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convolutions)
+        fast = adapter.predict(latents, timesteps, adapter.encode_prompts(["a photo of {}"] * 2, learned))
+    assert all(p.is_contiguous() for p in convolutions)  # the layout is given back
+    assert state_digest(adapter.frozen_modules()) == before
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_compile_wraps_the_unet_without_replacing_it(monkeypatch):
+    import torch
+
+    from conftest import tiny_pipeline
+    from celebbasis_ext.diffusers_adapter import DiffusersAdapter
+
+    adapter = DiffusersAdapter(tiny_pipeline("tiny-sd1"))
+    unet = adapter.pipe.unet
+    compiled = []
+
+    class Wrapper(torch.nn.Module):  # what torch.compile returns: an OptimizedModule with _orig_mod
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+        def forward(self, *args, **kwargs):
+            compiled[-1][1] += 1
+            return self._orig_mod(*args, **kwargs)
+
+    def fake_compile(module):
+        compiled.append([module, 0])
+        return Wrapper(module)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    adapter.compile_unet = True
+    learned = torch.randn(2, 2, adapter.embedding_width)
+    with adapter.tuning_session(), torch.no_grad():
+        for _ in range(3):
+            adapter.predict(torch.randn(2, 4, 8, 8), torch.tensor([5, 600]),
+                            adapter.encode_prompts(["a photo of {}"] * 2, learned))
+    assert len(compiled) == 1 and compiled[0][0] is unet and compiled[0][1] == 3  # compiled once, used each step
+    assert adapter.pipe.unet is unet
