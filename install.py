@@ -4,8 +4,11 @@ Runs on every WebUI start, so it only looks (no pip call) when everything is
 there. What it adds when missing:
 
 * an ONNX runtime for insightface's face models: ``onnxruntime-gpu`` when the
-  WebUI's torch sees CUDA, else ``onnxruntime``; nothing when any onnxruntime
-  build is already installed (two builds side by side break each other);
+  WebUI's torch sees CUDA 12 (the CUDA that PyPI's onnxruntime-gpu is built
+  for), else ``onnxruntime`` (CPU: one photo's face detection is quick there,
+  and a CUDA-12 runtime beside Forge Neo's CUDA-13 torch would fail to load);
+  nothing when any onnxruntime build is already installed (two builds side by
+  side break each other);
 * not the ``insightface`` package itself: CelebBasis runs insightface's ONNX
   models (det_10g, w600k_r50) with onnxruntime directly, and the package
   cannot be installed whole next to A1111's protobuf pin (its onnx dependency
@@ -40,13 +43,20 @@ def _onnxruntime_builds():
     return sorted({name for name, _ in _distributions() if name.lower().replace("_", "-").startswith("onnxruntime")})
 
 
-def _torch_has_cuda():
+#: the CUDA major version PyPI's onnxruntime-gpu wheels are built for
+ONNXRUNTIME_GPU_CUDA = 12
+
+
+def _torch_cuda_major():
+    """The CUDA major version of the WebUI's torch when it sees a GPU, else None."""
     try:
         import torch
 
-        return bool(torch.cuda.is_available())
+        if not torch.cuda.is_available() or not torch.version.cuda:
+            return None
+        return int(str(torch.version.cuda).split(".")[0])
     except Exception:  # noqa: BLE001 - no torch, or a broken driver: the CPU build is the safe choice
-        return False
+        return None
 
 
 def _at_least(name, version) -> bool:
@@ -66,7 +76,7 @@ def plan():
     """(pip arguments, description) for each missing piece; empty when all is installed."""
     steps = []
     if not _onnxruntime_builds():
-        build = "onnxruntime-gpu" if _torch_has_cuda() else "onnxruntime"
+        build = "onnxruntime-gpu" if _torch_cuda_major() == ONNXRUNTIME_GPU_CUDA else "onnxruntime"
         steps.append((f"install {build}", f"{build} for CelebBasis"))
     if not launch.is_installed("dlib"):  # dlib or dlib-bin: both provide the module
         steps.append(("install dlib-bin", "dlib-bin for CelebBasis"))

@@ -306,3 +306,29 @@ def test_install_runs_pip_itself_when_the_host_skips_onnxruntime(monkeypatch):
     runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
     assert any("install onnxruntime" in call for call in launch.pip_calls)
     assert len(direct) == 1 and direct[0][1:5] == ["-m", "pip", "install", "onnxruntime"]
+
+
+@pytest.mark.parametrize("available, cuda, build", [
+    (True, "12.8", "onnxruntime-gpu"), (True, "13.0", "onnxruntime"), (True, "11.8", "onnxruntime"),
+    (False, "12.8", "onnxruntime"), (True, None, "onnxruntime"),
+])
+def test_install_picks_the_runtime_that_matches_torchs_cuda(monkeypatch, available, cuda, build):
+    """PyPI's onnxruntime-gpu is built for CUDA 12: Forge Neo's CUDA-13 torch gets the CPU runtime."""
+    import importlib
+    import importlib.metadata
+    import runpy
+
+    import torch
+
+    launch = importlib.import_module("launch")
+    monkeypatch.setattr(launch, "pip_calls", [])
+    monkeypatch.setattr(launch, "is_installed", lambda name: True)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9.9")
+    real_distributions = importlib.metadata.distributions
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: (
+        dist for dist in real_distributions()
+        if not (dist.metadata["Name"] or "").lower().startswith("onnxruntime")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    namespace = runpy.run_path(str(ROOT / "install.py"))
+    assert namespace["plan"]() == [(f"install {build}", f"{build} for CelebBasis")]
