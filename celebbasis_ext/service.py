@@ -378,6 +378,8 @@ class CelebBasisService:
             self._cancel.clear()
             self._set_status(busy=True, name=name, step=0, total=tune_options.steps, loss=None, eta_seconds=None,
                              started=time.time(), message="preparing")
+            if self.host_progress is not None:  # step 0: the host's bar says "preparing" until the first step
+                self.host_progress(TuneProgress(0, tune_options.steps, math.nan, math.nan))
             try:
                 try:
                     adapter = self._get_adapter()

@@ -349,7 +349,8 @@ def _tune_group(adapter, basis, subjects, options, progress, should_cancel) -> l
             subject_mean = coefficients.detach().float().view(count, options.batch_size, 2, -1).mean(dim=1)
             running = (1 - options.ema_decay) * subject_mean + (0 if running is None else options.ema_decay * running)
             pending.append(loss.detach())
-            if step % options.report_every == 0 or step == options.steps:
+            # the first step too: on a slow machine the first report would otherwise be minutes away
+            if step % options.report_every == 0 or step in (1, options.steps):
                 values = torch.stack(pending).float().cpu().tolist()
                 pending.clear()
                 if not all(math.isfinite(v) for v in values):

@@ -144,7 +144,8 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
     path = Path(file)
     assert path.is_file() and path.parent == Path(shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"
     assert "Done" in status and "Time taken" in status  # the host appended its timing to our HTML
-    assert [s[0] for s in seen] == [1, 2] and all(s[1] == 2 and s[2] == 1 and s[4] for s in seen)
+    assert [s[0] for s in seen] == [0, 1, 2] and all(s[1] == 2 and s[2] == 1 and s[4] for s in seen)
+    assert seen[0][3].startswith("CelebBasis: preparing")  # shown before the face, basis and views are ready
     assert seen[-1][3].startswith("CelebBasis: step 2/2, loss ")
     assert db.load_count > loads and "zed_host" in db.word_embeddings  # usable in the next prompt
     assert db.word_embeddings["zed_host"].vectors == 2
@@ -207,7 +208,7 @@ def test_api_under_queue_lock_and_api_auth(booted, tmp_path):
     response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
     service.host_progress = original_hook
     assert response.status_code == 200, response.text
-    assert held == [True, True] and not host.modules.call_queue.queue_lock.locked()
+    assert held == [True, True, True] and not host.modules.call_queue.queue_lock.locked()  # steps 0, 1, 2
     db = host.modules.sd_hijack.model_hijack.embedding_db
     assert "zed_api" in db.word_embeddings
     listed = client.get("/celebbasis/v1/identities", auth=("alice", "pw")).json()["identities"]

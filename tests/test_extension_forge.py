@@ -187,7 +187,7 @@ def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_
     assert "Done" in status and "Time taken" in status  # Forge's wrapper appended its timing
     path = Path(file)
     assert path.parent == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis" and path.is_file()
-    assert [s[0] for s in seen] == [1, 2] and all(s[1] == 2 and s[2] == 1 and s[3] for s in seen)
+    assert [s[0] for s in seen] == [0, 1, 2] and all(s[1] == 2 and s[2] == 1 and s[3] for s in seen)
     assert {s[4] for s in seen} == {"gradio-worker"} and main_thread.loop_thread.name == "forge-main-thread"
     assert not any(s[5] for s in seen)
     assert snapshot(host) == before  # values, flags, identity, inference flags, attention, infotext
@@ -268,7 +268,7 @@ def test_api_under_queue_lock_and_api_auth(forge, tmp_path, flavor, kind):
     service.host_progress = original_hook
     assert response.status_code == 200, response.text
     assert response.json()["family"] == ("sdxl" if kind == "sdxl" else "sd1")
-    assert held == [True, True] and not host.modules.call_queue.queue_lock.locked()
+    assert held == [True, True, True] and not host.modules.call_queue.queue_lock.locked()  # steps 0, 1, 2
     assert snapshot(host) == before
     info = client.post("/sdapi/v1/txt2img", json={"prompt": "a photo of zed_api"}, auth=("alice", "pw")).json()["info"]
     assert "TI: zed_api" in info  # the host's next generation uses it

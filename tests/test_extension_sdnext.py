@@ -192,8 +192,8 @@ def test_tab_trains_through_the_host_queue_and_the_next_prompt_uses_it(sdnext, t
     assert "Done" in status and "Time:" in status  # SD.Next's wrapper appended its timing
     path = Path(file)
     assert path.is_file() and path.parent == (host.root / "models" / "embeddings" / "celebbasis").resolve()
-    assert [s[:2] for s in seen] == [(1, 2), (2, 2)] and all(s[2] == "train" and s[3] for s in seen)
-    assert [s[4] for s in seen] == [0.5, 1.0]  # SD.Next's progress bar
+    assert [s[:2] for s in seen] == [(0, 2), (1, 2), (2, 2)] and all(s[2] == "train" and s[3] for s in seen)
+    assert [s[4] for s in seen][1:] == [0.5, 1.0]  # SD.Next's progress bar
     same_state(pipeline_state(host), before)
     assert host.modules.progress.current_task is None and not lock.locked()
 
@@ -247,7 +247,7 @@ def test_api_under_queue_lock_and_sdnext_auth(sdnext, tmp_path):
     response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
     service.host_progress = original_hook
     assert response.status_code == 200, response.text
-    assert held == [(True, "celebbasis")] * 2 and not host.modules.call_queue.queue_lock.locked()
+    assert held == [(True, "celebbasis")] * 3 and not host.modules.call_queue.queue_lock.locked()
     assert state.job == "" and state.interrupted is False
     same_state(pipeline_state(host), before)
     assert "zed_api" in host.shared.sd_model.embedding_db.word_embeddings

@@ -224,7 +224,10 @@ def host_progress(update: TuneProgress) -> None:
     state.job_no = 0
     state.sampling_steps = update.total
     state.sampling_step = update.step
-    state.textinfo = f"CelebBasis: step {update.step}/{update.total}, loss {update.loss:.4f}"
+    if update.step == 0:
+        state.textinfo = "CelebBasis: preparing (face, basis, augmented views)"
+    else:
+        state.textinfo = f"CelebBasis: step {update.step}/{update.total}, loss {update.loss:.4f}"
 
 
 def host_should_cancel() -> bool:
