@@ -19,8 +19,8 @@ transformers parts, so that the extension sees what it sees in the host:
 Widths are tiny (CLIP-L 32, OpenCLIP 48 instead of 768 / 1024 / 1280) and a
 diffusers ``UNet2DConditionModel`` sits inside a wrapper with ldm's
 ``forward(x, timesteps, context, y)``. transformers 5 has no ``text_model``
-level inside ``CLIPTextModel``; ``CLIPTextModel430`` restores the 4.30 layout
-A1111 pins (``transformer.text_model.embeddings.token_embedding``).
+level inside ``CLIPTextModel``; ``CLIPTextModel430`` has the 4.30 layout
+A1111 pins, under either version (``transformer.text_model.embeddings.token_embedding``).
 """
 
 from __future__ import annotations
@@ -123,7 +123,9 @@ class CLIPTextModel430(nn.Module):
             num_attention_heads=heads, max_position_embeddings=CONTEXT_LENGTH, hidden_act=act,
             projection_dim=width, bos_token_id=START_ID, eos_token_id=END_ID, pad_token_id=1,
         )
-        self.text_model = CLIPTextModel(self.config)
+        model = CLIPTextModel(self.config)
+        # transformers 4.x (A1111's 4.30, Neo's 4.56) nests the transformer at .text_model; 5.x does not
+        self.text_model = getattr(model, "text_model", model)
 
     def forward(self, input_ids=None, output_hidden_states=None, **kwargs):
         # A1111 passes output_hidden_states=-CLIP_stop_at_last_layers (a truthy int).
