@@ -221,8 +221,10 @@ def expand_prompt(prompt: str, tokenizer) -> str:
     """Write each multi-vector embedding name as ``name name_1 ... name_{n-1}``.
 
     Matches like the tokenizer does (added tokens, longest first, any case),
-    so ``anna`` is not mistaken for ``ann`` + "a"; a name already followed by
-    its other tokens is left as it is, so expanding twice changes nothing.
+    so ``anna`` is not mistaken for ``ann`` + "a", and writes each name as it
+    was added (lower case), which every transformers version then finds; a
+    name already followed by its other tokens is not expanded again, so
+    expanding twice changes nothing.
     """
     added = [token for token in tokenizer.added_tokens_encoder if token not in set(tokenizer.all_special_tokens)]
     if not added or not prompt:
@@ -238,7 +240,8 @@ def expand_prompt(prompt: str, tokenizer) -> str:
     pattern = re.compile("|".join(re.escape(t) for t in sorted(lookup, key=len, reverse=True)), re.IGNORECASE)
 
     def replace(match) -> str:
-        text = match.group(0)
+        # the name as it was added: transformers 4.x matches added tokens before lower-casing
+        text = lookup[match.group(0).lower()]
         if text.lower() not in multi:
             return text
         base, count = multi[text.lower()]

@@ -808,8 +808,11 @@ def _load_single_file(path: Path, info: ModelInfo, header: dict, torch_dtype):
     try:
         with _quiet_deprecations():
             pipe = pipeline_class.from_single_file(str(path), **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "meta tensor" in message:  # newer diffusers fail here when weights are missing, older ones later
+            raise UnsupportedModel(f"{path.name}: some weights were not loaded from the file: not a complete "
+                                   "checkpoint, or a layout this loader does not know") from None
         raise UnsupportedModel(f"diffusers could not load {path.name}: {message[:300]}") from None
     _verify_weights(pipe, path, header, info)
     return pipe

@@ -70,7 +70,7 @@ def test_two_people_in_one_prompt(tmp_path, arch):
     prompt = "a photo of annacb and BOBCB at the beach"
     for _, tokenizer, _ in _encoders(pipe):
         expanded = pipe.maybe_convert_prompt(prompt, tokenizer)
-        assert expanded == "a photo of annacb annacb_1 and BOBCB bobcb_1 at the beach"
+        assert expanded == "a photo of annacb annacb_1 and bobcb bobcb_1 at the beach"  # any case finds it
         ids = tokenizer(expanded).input_ids
         for token in ("annacb", "annacb_1", "bobcb", "bobcb_1"):
             assert ids.count(tokenizer.convert_tokens_to_ids(token)) == 1
@@ -141,7 +141,7 @@ def test_prefix_names_expand_correctly(tmp_path):
     tokenizer = pipe.tokenizer
     assert expand_prompt("anncb and anncbx", tokenizer) == "anncb anncb_1 and anncbx anncbx_1 anncbx_2"
     once = expand_prompt("Anncb, anncbx.", tokenizer)
-    assert expand_prompt(once, tokenizer) == once == "Anncb anncb_1, anncbx anncbx_1 anncbx_2."
+    assert expand_prompt(once, tokenizer) == once == "anncb anncb_1, anncbx anncbx_1 anncbx_2."
     assert expand_prompt("no names here", tokenizer) == "no names here"
 
 

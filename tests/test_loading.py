@@ -325,7 +325,8 @@ def test_weights_diffusers_did_not_convert_are_caught(models, tmp_path, monkeypa
 
     entry["checkpoint_mapping_fn"] = forgetful
     monkeypatch.setitem(single_file_model.SINGLE_FILE_LOADABLE_CLASSES, "UNet2DConditionModel", entry)
-    with pytest.raises(UnsupportedModel, match="UNet middle attention weights did not load"):
+    # older diffusers load it and the check finds the random block; newer ones fail on the empty (meta) weights
+    with pytest.raises(UnsupportedModel, match="UNet middle attention weights did not load|weights were not loaded"):
         load_pipeline(models["tiny-sd1"]["file"], device="cpu")
 
 

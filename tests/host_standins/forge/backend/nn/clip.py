@@ -2,7 +2,7 @@
 with a ``text_projection`` Linear added on the transformer (used for CLIP-G's pooled output).
 
 transformers 5's ``CLIPTextModel`` has no ``text_model`` level; ``CLIPTextModelCompat``
-puts one back so the layout is the one Forge (transformers 4.46 / 4.57) has:
+has one under either version, so the layout is the one Forge (transformers 4.46 / 4.57) has:
 ``transformer.text_model.embeddings.token_embedding``.
 """
 
@@ -15,7 +15,8 @@ class CLIPTextModelCompat(torch.nn.Module):
         from transformers import CLIPTextModel
 
         self.config = config
-        self.text_model = CLIPTextModel(config)
+        model = CLIPTextModel(config)
+        self.text_model = getattr(model, "text_model", model)  # 4.x nests it already; 5.x does not
 
     def forward(self, input_ids, output_hidden_states=False, **kwargs):
         return self.text_model(input_ids=input_ids, output_hidden_states=output_hidden_states, **kwargs)
