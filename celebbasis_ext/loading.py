@@ -875,7 +875,8 @@ def _verify_weights(pipe, path: Path, header: dict, info: ModelInfo) -> None:
             continue
         for name, param in module.named_parameters():
             if param.device.type == "meta":
-                raise UnsupportedModel(f"{path.name}: diffusers left {module_name}.{name} unloaded")
+                raise UnsupportedModel(f"{path.name}: some weights were not loaded from the file ({module_name}."
+                                       f"{name}): not a complete checkpoint, or a layout this loader does not know")
     with safe_open(str(path), framework="pt") as handle:
         for what, loaded, key in _sentinels(pipe, header, info):
             stored = handle.get_tensor(key)

@@ -179,7 +179,9 @@ def test_align_matches_insightface_norm_crop(astronaut):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scikit-image deprecation inside insightface
         reference = face_align.norm_crop(astronaut, landmarks)
-    assert np.abs(reference.astype(int) - align.align_arcface(astronaut, landmarks)).max() <= 1
+    diff = np.abs(reference.astype(int) - align.align_arcface(astronaut, landmarks))
+    # rounding: 1 level with scikit-image 0.25, 2 with A1111's 0.21 (its transform estimate differs in the last bits)
+    assert diff.max() <= 2 and diff.mean() < 0.05
 
 
 def test_pillow_fallback_matches_opencv(monkeypatch, astronaut):
