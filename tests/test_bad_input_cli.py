@@ -3,7 +3,6 @@
 And the photo variants that must work (16-bit, CMYK, palette, alpha, EXIF-rotated).
 """
 
-import io
 import pickle
 import struct
 import zlib

@@ -12,12 +12,12 @@ API under the host's queue lock and --api-auth.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from helpers import noise_photo, small_names_file
+from helpers import noise_photo
+from host_helpers import fast_settings, gradio_available, needs_gradio, our_callbacks, queued_function
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "host_standins" / "a1111"
@@ -25,14 +25,6 @@ STANDIN = ROOT / "tests" / "host_standins" / "a1111"
 if not (STANDIN / "standin.py").is_file():  # pragma: no cover - the stand-in ships with the tests
     pytest.skip("the A1111 stand-in is not available", allow_module_level=True)
 pytest.importorskip("fastapi")
-gradio_available = True
-try:
-    from celebbasis_ext.webui.compat import import_gradio
-
-    import_gradio()
-except Exception:  # noqa: BLE001 - the tab parts skip, the rest still runs
-    gradio_available = False
-needs_gradio = pytest.mark.skipif(not gradio_available, reason="gradio is not installed")
 
 if str(STANDIN) not in sys.path:
     sys.path.insert(0, str(STANDIN))
@@ -42,31 +34,8 @@ ARGS = ["--no-half", "--use-cpu", "all", "--precision", "full", "--disable-nan-c
 OURS = "celebbasis.py"
 
 
-def our_callbacks(host, category):
-    return [c for c in host.modules.script_callbacks.callback_map[f"callbacks_{category}"]
-            if Path(c.script).name == OURS]
-
-
 def script_module(host):
     return next(module for path, module in host.modules.scripts.loaded_modules.items() if Path(path).name == OURS)
-
-
-def fast_settings(service, tmp_path):
-    """The host's settings, read live, plus a small names list and a small training canvas for the tiny model."""
-    host_settings = service.settings
-    names = str(small_names_file(tmp_path))
-    service.settings = lambda: replace(host_settings, names_file=names, basis_cache_dir=str(tmp_path / "basis"),
-                                       tune_defaults={"pool_size": 2, "resolution": 64, "report_every": 1})
-
-
-def train_function(blocks):
-    """The function gradio calls for the Train button (the host's wrap_gradio_gpu_call around ours)."""
-    functions = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
-    for block_function in functions:
-        fn = getattr(block_function, "fn", None)
-        if fn is not None and getattr(fn, "__name__", "") == "train" and getattr(fn, "__wrapped__", None):
-            return fn
-    raise AssertionError("no Train function found")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +88,7 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
     shared, state = host.shared, host.shared.state
     [(blocks, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
     assert (title, elem_id) == ("CelebBasis", "celebbasis")
-    train = train_function(blocks)
+    train = queued_function(blocks, "train")
 
     seen = []
     original_hook = service.host_progress

@@ -15,93 +15,34 @@ nothing; the HTTP API under the host's queue lock and --api-auth.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import noise_photo, small_names_file
+from helpers import noise_photo
+from host_helpers import (fast_settings, gradio_available, in_worker, load_standin, needs_gradio, our_callbacks,
+                          queued_function)
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN_FILE = ROOT / "tests" / "host_standins" / "forge" / "standin.py"
 OURS = "celebbasis.py"
 ARGS = ["--api", "--api-auth", "alice:pw", "--celebbasis-no-download"]
 
 pytest.importorskip("fastapi")
-gradio_available = True
-try:
-    from celebbasis_ext.webui.compat import import_gradio
-
-    import_gradio()
-except Exception:  # noqa: BLE001 - the tab parts skip, the rest still runs
-    gradio_available = False
-needs_gradio = pytest.mark.skipif(not gradio_available, reason="gradio is not installed")
-
-
-def _load_standin():
-    module = sys.modules.get("forge_standin")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("forge_standin", STANDIN_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["forge_standin"] = module
-        spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def forge():
-    standin = _load_standin()
+    standin = load_standin("forge")
     yield standin
     standin.shutdown()
 
 
-def our_callbacks(host, category):
-    return [c for c in host.modules.script_callbacks.callback_map[f"callbacks_{category}"]
-            if Path(c.script).name == OURS]
-
-
 def script_module(host):
     return next(module for path, module in host.modules.scripts.loaded_modules.items() if Path(path).name == OURS)
-
-
-def fast_settings(service, tmp_path):
-    host_settings = service.settings
-    names = str(small_names_file(tmp_path))
-    service.settings = lambda: replace(host_settings, names_file=names, basis_cache_dir=str(tmp_path / "basis"),
-                                       tune_defaults={"pool_size": 2, "resolution": 64, "report_every": 1})
-
-
-def queued_function(blocks, name):
-    """The function gradio calls for a button (the host's wrap_gradio_gpu_call around ours)."""
-    functions = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
-    for block_function in functions:
-        fn = getattr(block_function, "fn", None)
-        if fn is not None and getattr(fn, "__name__", "") == name and getattr(fn, "__wrapped__", None):
-            return fn
-    raise AssertionError(f"no {name} function found")
-
-
-def in_worker(fn, *args):
-    """Call ``fn`` in another thread, as gradio's worker pool calls event functions."""
-    out = {}
-
-    def run():
-        try:
-            out["result"] = fn(*args)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
-            out["error"] = error
-
-    thread = threading.Thread(target=run, name="gradio-worker")
-    thread.start()
-    thread.join(120)
-    if "error" in out:
-        raise out["error"]
-    return out["result"]
 
 
 def snapshot(host):

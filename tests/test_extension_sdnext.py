@@ -14,54 +14,27 @@ honoured, and the HTTP API under the queue lock and SD.Next's ``--auth`` users.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import sys
-import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import noise_photo, small_names_file
+from helpers import noise_photo
+from host_helpers import fast_settings, gradio_available, in_worker, load_standin, needs_gradio, our_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDIN_FILE = ROOT / "tests" / "host_standins" / "sdnext" / "standin.py"
-OURS = "celebbasis.py"
 ARGS = ["--auth", "alice:pw", "--celebbasis-no-download"]
 
 pytest.importorskip("fastapi")
-gradio_available = True
-try:
-    from celebbasis_ext.webui.compat import import_gradio
-
-    import_gradio()
-except Exception:  # noqa: BLE001 - the tab parts skip, the rest still runs
-    gradio_available = False
-needs_gradio = pytest.mark.skipif(not gradio_available, reason="gradio is not installed")
-
-
-def _load_standin():
-    module = sys.modules.get("sdnext_standin")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("sdnext_standin", STANDIN_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["sdnext_standin"] = module
-        spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def sdnext():
-    standin = _load_standin()
+    standin = load_standin("sdnext")
     yield standin
     standin.shutdown()
-
-
-def our_callbacks(host, category):
-    return [c for c in host.modules.script_callbacks.callback_map[f"callbacks_{category}"]
-            if Path(c.script).name == OURS]
 
 
 def script_module(host):
@@ -75,13 +48,6 @@ class _Globals:
         self.__dict__.update(namespace)
 
 
-def fast_settings(service, tmp_path):
-    host_settings = service.settings
-    names = str(small_names_file(tmp_path))
-    service.settings = lambda: replace(host_settings, names_file=names, basis_cache_dir=str(tmp_path / "basis"),
-                                       tune_defaults={"pool_size": 2, "resolution": 64, "report_every": 1})
-
-
 def button_function(blocks, elem_id):
     """The function gradio calls when the button ``elem_id`` is clicked (SD.Next's wrapper has no __wrapped__)."""
     functions = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
@@ -91,23 +57,6 @@ def button_function(blocks, elem_id):
             if getattr(block, "elem_id", None) == elem_id and target[1] == "click":
                 return block_function.fn
     raise AssertionError(f"no click function for {elem_id}")
-
-
-def in_worker(fn, *args):
-    out = {}
-
-    def run():
-        try:
-            out["result"] = fn(*args)
-        except BaseException as error:  # noqa: BLE001
-            out["error"] = error
-
-    thread = threading.Thread(target=run, name="gradio-worker")
-    thread.start()
-    thread.join(120)
-    if "error" in out:
-        raise out["error"]
-    return out["result"]
 
 
 def pipeline_state(host):

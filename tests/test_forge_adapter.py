@@ -23,25 +23,16 @@ from celebbasis_ext.pipeline import TuneRequest, tune_identity
 from celebbasis_ext.tuning import TuneOptions
 
 from helpers import noise_photo, small_names_file
+from host_helpers import load_standin
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_FILE = Path(__file__).resolve().parent / "host_standins" / "forge" / "standin.py"
 NAME = "zqxperson"
 
 
-def _load_standin():
-    module = sys.modules.get("forge_standin")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("forge_standin", STANDIN_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["forge_standin"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def forge():
-    standin = _load_standin()
+    standin = load_standin("forge")
     yield standin
     standin.shutdown()
 

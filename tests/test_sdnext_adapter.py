@@ -3,8 +3,6 @@ refusals and the embedding reload, on the stand-in host in tests/host_standins/s
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,24 +17,15 @@ from celebbasis_ext.pipeline import TuneRequest, tune_identity
 from celebbasis_ext.tuning import TuneOptions
 
 from helpers import noise_photo, small_names_file
+from host_helpers import load_standin
 
 STANDIN_FILE = Path(__file__).resolve().parent / "host_standins" / "sdnext" / "standin.py"
 NAME = "zqxperson"
 
 
-def _load_standin():
-    module = sys.modules.get("sdnext_standin")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("sdnext_standin", STANDIN_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["sdnext_standin"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def sdnext():
-    standin = _load_standin()
+    standin = load_standin("sdnext")
     yield standin
     standin.shutdown()
 
