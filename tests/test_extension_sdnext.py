@@ -50,9 +50,13 @@ class _Globals:
 
 def button_function(blocks, elem_id):
     """The function gradio calls when the button ``elem_id`` is clicked (SD.Next's wrapper has no __wrapped__)."""
-    functions = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
-    for block_function in functions:
-        for target in getattr(block_function, "targets", []) or []:
+    functions = list(blocks.fns.values()) if isinstance(blocks.fns, dict) else list(blocks.fns)
+    for index, block_function in enumerate(functions):
+        targets = getattr(block_function, "targets", None)
+        if targets is None:  # gradio 3.x (SD.Next pins 3.43): ids and trigger in blocks.dependencies
+            dependency = blocks.dependencies[index]
+            targets = [(target, dependency["trigger"]) for target in dependency["targets"]]
+        for target in targets or []:
             block = blocks.blocks.get(target[0]) if isinstance(target, tuple) else None
             if getattr(block, "elem_id", None) == elem_id and target[1] == "click":
                 return block_function.fn
