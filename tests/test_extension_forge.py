@@ -97,7 +97,7 @@ def test_loads_registers_and_reads_settings(forge, tmp_path, flavor):
 
 
 @needs_gradio
-@pytest.mark.parametrize("flavor, kind", [("neo", "sd15"), ("main", "sdxl")])
+@pytest.mark.parametrize("flavor, kind", [("neo", "sd15"), ("main", "sdxl"), ("main", "sd20")])
 def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_path, flavor, kind):
     host = forge.boot(tmp_path / "webui", flavor=flavor, kind=kind, args=ARGS, extensions=[ROOT])
     module = script_module(host)
@@ -139,7 +139,7 @@ def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_
     assert "TI: zed_host" in info and images[0].size == (64, 64)
     again, _ = generate(host, "a photo of a cat")
     assert [a.tobytes() for a in again] == [r.tobytes() for r in reference]  # the model generates as before
-    engines = ["text_processing_engine"] if kind == "sd15" else ["text_processing_engine_l", "text_processing_engine_g"]
+    engines = ["text_processing_engine_l", "text_processing_engine_g"] if kind == "sdxl" else ["text_processing_engine"]
     sd_model = host.shared.sd_model
     for engine in engines:
         assert "zed_host" in getattr(sd_model, engine).embeddings.word_embeddings
@@ -177,7 +177,7 @@ def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_
 
     host.processing.process_images = small
     gallery, note = in_worker(preview, "zed_host", [str(photo)], "auto (largest face)")
-    size = 1024 if kind == "sdxl" else 512
+    size = {"sdxl": 1024, "sd20": 768}.get(kind, 512)  # each family's native size
     assert asked and all(a[:3] == (size, size, 1) and all("zed_host" in t for t in a[3]) for a in asked)
     assert len(gallery) == len(asked[0][3]) and "error" not in note, note
     assert snapshot(host) == before

@@ -81,14 +81,17 @@ def _assert_host_uses(adapter, cond, embedding):
         torch.testing.assert_close(cond, ours["crossattn"], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("flavor, kind", [("neo", "sd15"), ("neo", "sdxl"), ("main", "sd15"), ("main", "sdxl")])
+@pytest.mark.parametrize("flavor, kind", [("neo", "sd15"), ("neo", "sdxl"), ("main", "sd15"), ("main", "sd20"),
+                                          ("main", "sdxl")])
 def test_tune_leaves_the_model_as_it_was_and_the_token_works_at_once(forge, tmp_path, flavor, kind):
     host = forge.boot(tmp_path / "webui", flavor=flavor, kind=kind, load=False)
     assert type(host.shared.sd_model).__name__ == "FakeInitialModel"
     adapter = adapter_for_loaded_model()  # loads the selected checkpoint first, as txt2img would
     sd_model = host.shared.sd_model
     assert isinstance(adapter, ForgeAdapter) and adapter.sd_model is sd_model
-    assert adapter.encoder_widths == ((32,) if kind == "sd15" else (32, 48))
+    assert adapter.encoder_widths == {"sd15": (32,), "sd20": (40,), "sdxl": (32, 48)}[kind]
+    assert adapter.family.value == {"sd15": "sd1", "sd20": "sd2", "sdxl": "sdxl"}[kind]
+    assert adapter.prediction_type == ("v_prediction" if kind == "sd20" else "epsilon")
     assert all(p.is_inference() for m in adapter.frozen_modules() for p in m.parameters())
     reference, _ = host.processing.txt2img("a photo of a cat", seed=1)
     before = _snapshot(adapter, host)
@@ -106,7 +109,7 @@ def test_tune_leaves_the_model_as_it_was_and_the_token_works_at_once(forge, tmp_
     assert torch.equal(again, reference)  # the next generation runs as before
 
     done = reload_embeddings(detect_host())
-    engines = ["text_processing_engine"] if kind == "sd15" else ["text_processing_engine_l", "text_processing_engine_g"]
+    engines = ["text_processing_engine_l", "text_processing_engine_g"] if kind == "sdxl" else ["text_processing_engine"]
     assert done == engines + ["cached_c"]
     for name in engines:
         assert NAME in getattr(sd_model, name).embeddings.word_embeddings
@@ -178,6 +181,7 @@ def test_each_forge_workaround_is_needed(forge, tmp_path, monkeypatch, disabled,
     ("main", "sd15", torch.float8_e4m3fn, "quantized"),
     ("neo", "sd15", "nf4", "quantized"),
     ("neo", None, None, "could not load the selected checkpoint"),
+    ("neo", "sd20", None, "could not load the selected checkpoint"),  # Neo has no SD2 engine
 ])
 def test_unsupported_models_get_a_one_line_reason(forge, tmp_path, flavor, kind, storage, message):
     forge.boot(tmp_path / "webui", flavor=flavor, kind=kind, storage_dtype=storage, load=False)

@@ -3,8 +3,8 @@
 As in Forge, every module is constructed and its weights are set inside
 ``torch.inference_mode()`` (the decorator), so every parameter and buffer of
 the loaded model is an inference tensor. The stand-in's "checkpoint" is a
-file name ``tiny-<kind>.safetensors`` (kinds: sd15, sdxl, sdxl-refiner,
-sdxl-rf, sd15-inpaint, flux); weights are seeded random. ``storage_dtype``
+file name ``tiny-<kind>.safetensors`` (kinds: sd15, sd20 (v-prediction; Forge main
+only), sdxl, sdxl-refiner, sdxl-rf, sd15-inpaint, flux); weights are seeded random. ``storage_dtype``
 (Diffusion in Low Bits) can be a torch dtype or "nf4"/"gguf".
 """
 
@@ -18,7 +18,7 @@ from backend.nn.clip import CLIPTextModelCompat, IntegratedCLIP
 from backend.nn.unet import IntegratedUNet2DConditionModel
 from backend.nn.vae import IntegratedAutoencoderKL
 
-CLIP_L, CLIP_G, SIZE_EMBED_DIM = 32, 48, 8
+CLIP_L, CLIP_G, CLIP_H, SIZE_EMBED_DIM = 32, 48, 40, 8
 
 
 class EstimatedConfig:
@@ -26,7 +26,8 @@ class EstimatedConfig:
         self.kind = kind
         self.sampling_settings = {"RF": True} if kind == "sdxl-rf" else {}
         self.size_embed_dim = SIZE_EMBED_DIM
-        self.embedding_width = CLIP_L if kind.startswith("sd15") else CLIP_L + CLIP_G
+        self.embedding_width = CLIP_L if kind.startswith("sd15") else CLIP_H if kind == "sd20" \
+            else CLIP_L + CLIP_G
 
     def inpaint_model(self):
         return self.kind.endswith("inpaint")
@@ -54,7 +55,7 @@ def _tokenizer(pad):
 def _unet(kind, storage_dtype, seed):
     torch.manual_seed(seed)
     xl = kind.startswith("sdxl")
-    context = CLIP_G if kind == "sdxl-refiner" else (CLIP_L + CLIP_G if xl else CLIP_L)
+    context = CLIP_G if kind == "sdxl-refiner" else (CLIP_L + CLIP_G if xl else CLIP_H if kind == "sd20" else CLIP_L)
     adm = CLIP_G + (5 if kind == "sdxl-refiner" else 6) * SIZE_EMBED_DIM
     model = IntegratedUNet2DConditionModel(in_channels=9 if kind.endswith("inpaint") else 4, context_dim=context,
                                            num_classes="sequential" if xl else None,
@@ -98,6 +99,14 @@ def forge_loader(sd, additional_state_dicts=None, storage_dtype=None):
         components.update(text_encoder=_clip(CLIP_L, "quick_gelu", seed + 2), tokenizer=_tokenizer("end"),
                           text_encoder_2=_clip(CLIP_G, "gelu", seed + 3), tokenizer_2=_tokenizer("!"))
         return StableDiffusionXL(config, components)
+    if kind == "sd20":
+        if os.environ.get("FORGE_STANDIN_FLAVOR") == "neo":
+            raise ValueError("Failed to recognize model type!")  # Neo removed the SD2 engine
+        from backend.diffusion_engine.sd20 import StableDiffusion2
+
+        components.update(text_encoder=_clip(CLIP_H, "gelu", seed + 2), tokenizer=_tokenizer("!"),
+                          scheduler=_scheduler("v_prediction"))
+        return StableDiffusion2(config, components)
     from backend.diffusion_engine.sd15 import StableDiffusion
 
     components.update(text_encoder=_clip(CLIP_L, "quick_gelu", seed + 2), tokenizer=_tokenizer("end"))
