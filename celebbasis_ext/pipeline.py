@@ -156,7 +156,8 @@ def tune_identity(
         request.name, adapter.family, result.embedding, adapter.encoder_widths, result.coefficients,
         base_model=adapter.model_name or None, base_fingerprint=basis.fingerprint,
         steps=options.steps, seed=options.seed, mode=options.mode, learning_rate=options.learning_rate,
-        batch_size=options.batch_size, face_encoder=faces.encoder_name, photos=len(faces.head_crops),
+        batch_size=options.batch_size, resolution=options.resolution or adapter.resolution,
+        face_encoder=faces.encoder_name, photos=len(faces.head_crops),
         final_loss=round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 6),
     )
     path = save_identity(identity, request.out_dir, overwrite=request.overwrite, half=request.half)

@@ -71,6 +71,10 @@ def test_loads_registers_and_reads_settings(booted):
     host.shared.opts.data["celebbasis_face_encoder"] = "dlib"
     assert module.service().settings.face_encoder == "dlib"
     host.shared.opts.data["celebbasis_face_encoder"] = "auto"
+    assert module.service().settings.tune_defaults == {}  # the model's own training size
+    host.shared.opts.data["celebbasis_train_resolution"] = 384
+    assert module.service().build_options("Fast", {}, "none")[0].resolution == 384  # read live, used by the tab
+    host.shared.opts.data["celebbasis_train_resolution"] = 0
     assert module.service().out_dir == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"
     host.shared.opts.data["celebbasis_subfolder"] = "../../elsewhere"
     assert module.service().out_dir == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"

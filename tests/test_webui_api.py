@@ -69,9 +69,10 @@ def test_tune_list_delete(api):
     client, service, lock = api
     entries = lock.entries
     response = client.post("/celebbasis/v1/tune", json={"images": [b64_image()], "name": "zed_api", "steps": 2,
-                                                        "seed": 3})
+                                                        "seed": 3, "resolution": 96})
     assert response.status_code == 200, response.text
     body = response.json()
+    assert body["metadata"]["resolution"] == "96"  # the training size asked for, recorded in the file
     assert body["name"] == body["token"] == "zed_api" and body["family"] == "sd1"
     assert Path(body["file"]).is_file() and Path(body["file"]).parent == service.out_dir
     assert body["metadata"]["steps"] == "2" and body["metadata"]["seed"] == "3" and body["likeness"] is None
@@ -111,6 +112,7 @@ def test_tune_list_delete(api):
     ({"images": ["IMG"], "name": "zed", "steps": 10 ** 9}, 400),
     ({"images": ["IMG"], "name": "zed", "learning_rate": -1}, 400),
     ({"images": ["IMG"], "name": "zed", "mode": "magic"}, 400),
+    ({"images": ["IMG"], "name": "zed", "resolution": 100}, 400),  # not a multiple of 8
     ({"images": ["IMG"], "name": "zed", "mode": "paper"}, 400),  # paper needs a face encoder
     ({"images": ["IMG"], "name": "zed", "face_encoder": "face++"}, 400),
     ({"images": ["IMG"], "name": "zed", "preset": "Ultra"}, 400),

@@ -46,6 +46,8 @@ OPTIONS = {
     "celebbasis_subfolder": (DEFAULT_SUBFOLDER, "Output subfolder inside the embeddings folder"),
     "celebbasis_save_fp16": (False, "Save embeddings in fp16 (half the size; fp32 is the default)"),
     "celebbasis_preview_steps": (20, "Sampling steps of preview images"),
+    "celebbasis_train_resolution": (0, "Training size in pixels (0: the model's own, 512 SD1.5 / 768 SD2 / 1024 SDXL; "
+                                       "lower it, e.g. 768 for SDXL, when tuning runs out of GPU memory)"),
 }
 
 
@@ -75,6 +77,7 @@ def add_settings() -> None:
         "celebbasis_face_encoder": (gr.Dropdown, {"choices": list(FACE_ENCODERS)}),
         "celebbasis_default_preset": (gr.Radio, {"choices": list(PRESETS)}),
         "celebbasis_preview_steps": (gr.Slider, {"minimum": 1, "maximum": 150, "step": 1}),
+        "celebbasis_train_resolution": (gr.Slider, {"minimum": 0, "maximum": 1024, "step": 64}),
     }
     for key, (default, label) in OPTIONS.items():
         component, args = components.get(key, (None, None))
@@ -127,6 +130,10 @@ def settings() -> ServiceSettings:
         preview_steps = int(opt("celebbasis_preview_steps"))
     except (TypeError, ValueError):
         preview_steps = 20
+    try:
+        train_resolution = int(opt("celebbasis_train_resolution") or 0)
+    except (TypeError, ValueError):
+        train_resolution = 0
     return ServiceSettings(
         face_encoder=str(opt("celebbasis_face_encoder") or "auto"),
         models_dir=models_dir,
@@ -135,6 +142,7 @@ def settings() -> ServiceSettings:
         save_fp16=bool(opt("celebbasis_save_fp16")),
         webui_root=webui_root,
         preview_steps=max(1, preview_steps),
+        tune_defaults={"resolution": train_resolution} if train_resolution > 0 else {},
     )
 
 
