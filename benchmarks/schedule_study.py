@@ -40,7 +40,6 @@ Diffusion checkpoint: no real weights can be had here.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -57,20 +56,14 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import planted_identity as bench  # noqa: E402  (the world, the probe and the plant)
 from celebbasis_ext.tuning import TuneOptions, tune  # noqa: E402
 
 CHECKPOINTS = (25, 50, 100, 150, 200, 300, 400, 600, 800)
 ESTIMATORS = ("ema_original", "ema", "ema_warm", "raw")
-
-
-def _planted_identity_module():
-    name = "planted_identity_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "planted_identity.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def estimates(trajectory: torch.Tensor, decay: float = 0.99) -> dict[str, torch.Tensor]:
@@ -101,7 +94,7 @@ def smooth(values: Sequence[float], width: int = 25) -> list[float]:
     return out
 
 
-def study_seed(bench, seed: int, lrs: Sequence[float], steps: int, batch_size: int, log=print) -> dict:
+def study_seed(seed: int, lrs: Sequence[float], steps: int, batch_size: int, log=print) -> dict:
     config = replace(bench.Config.for_architecture("tiny-sd2", seed), control=False, modes=("paper",))
     world = bench.plant_identity(config, log)
     planted = world.identities[world.planted]
@@ -214,9 +207,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.steps < 1 or any(not math.isfinite(lr) or lr <= 0 for lr in args.lrs):
         parser.error("steps and learning rates must be positive")
-    bench = _planted_identity_module()
     started = time.perf_counter()
-    seeds = [study_seed(bench, seed, args.lrs, args.steps, args.batch_size) for seed in args.seeds]
+    seeds = [study_seed(seed, args.lrs, args.steps, args.batch_size) for seed in args.seeds]
     report = {"lrs": args.lrs, "steps": args.steps, "batch_size": args.batch_size, "seeds": seeds,
               "torch_threads": torch.get_num_threads(), "seconds": time.perf_counter() - started}
     print_tables(report)

@@ -811,8 +811,7 @@ def _load_single_file(path: Path, info: ModelInfo, header: dict, torch_dtype):
     except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "meta tensor" in message:  # newer diffusers fail here when weights are missing, older ones later
-            raise UnsupportedModel(f"{path.name}: some weights were not loaded from the file: not a complete "
-                                   "checkpoint, or a layout this loader does not know") from None
+            raise _weights_not_loaded(path) from None
         raise UnsupportedModel(f"diffusers could not load {path.name}: {message[:300]}") from None
     _verify_weights(pipe, path, header, info)
     return pipe
@@ -864,6 +863,12 @@ def _sentinels(pipe, header: dict, info: ModelInfo) -> list[tuple[str, Any, str]
     return out
 
 
+def _weights_not_loaded(path: Path, which: str = "") -> UnsupportedModel:
+    detail = f" ({which})" if which else ""
+    return UnsupportedModel(f"{path.name}: some weights were not loaded from the file{detail}: not a complete "
+                            "checkpoint, or a layout this loader does not know")
+
+
 def _verify_weights(pipe, path: Path, header: dict, info: ModelInfo) -> None:
     """diffusers loads with strict=False: make sure the weights really came from the file."""
     import torch
@@ -875,8 +880,7 @@ def _verify_weights(pipe, path: Path, header: dict, info: ModelInfo) -> None:
             continue
         for name, param in module.named_parameters():
             if param.device.type == "meta":
-                raise UnsupportedModel(f"{path.name}: some weights were not loaded from the file ({module_name}."
-                                       f"{name}): not a complete checkpoint, or a layout this loader does not know")
+                raise _weights_not_loaded(path, f"{module_name}.{name}")
     with safe_open(str(path), framework="pt") as handle:
         for what, loaded, key in _sentinels(pipe, header, info):
             stored = handle.get_tensor(key)

@@ -65,3 +65,23 @@ def astronaut_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
     Image.fromarray(data.astronaut()).save(path, quality=92)
     return path
+
+
+def _host_standin(name: str):
+    from host_helpers import load_standin
+
+    standin = load_standin(name)
+    yield standin
+    standin.shutdown()  # its modules leave sys.modules: the next test boots a fresh host
+
+
+@pytest.fixture
+def forge():
+    """The Forge (main / Neo) stand-in module: ``forge.boot(root, flavor=..., kind=...)``."""
+    yield from _host_standin("forge")
+
+
+@pytest.fixture
+def sdnext():
+    """The SD.Next stand-in module: ``sdnext.boot(root, checkpoint=...)``."""
+    yield from _host_standin("sdnext")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -20,3 +22,10 @@ def small_names_file(folder: Path) -> Path:
 def noise_photo(seed: int = 0, size: int = 96) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8))
+
+
+def b64_image(image: Image.Image | None = None, fmt: str = "PNG") -> str:
+    """A photo as the API takes it: base64 of the encoded file (default: a 96 px noise photo)."""
+    buffer = io.BytesIO()
+    (image or noise_photo(size=96)).save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()

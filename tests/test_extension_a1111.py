@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import noise_photo
+from helpers import b64_image, noise_photo
 from host_helpers import fast_settings, gradio_available, needs_gradio, our_callbacks, queued_function
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,8 +156,6 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
 
 
 def test_api_under_queue_lock_and_api_auth(booted, tmp_path):
-    import base64
-    import io
 
     from fastapi.testclient import TestClient
 
@@ -174,10 +172,7 @@ def test_api_under_queue_lock_and_api_auth(booted, tmp_path):
     original_hook = service.host_progress
     service.host_progress = lambda update: (original_hook(update),
                                             held.append(host.modules.call_queue.queue_lock.locked()))
-    buffer = io.BytesIO()
-    noise_photo(size=96).save(buffer, format="PNG")
-    body = {"images": [base64.b64encode(buffer.getvalue()).decode()], "name": "zed_api", "steps": 2,
-            "face_encoder": "none"}
+    body = {"images": [b64_image()], "name": "zed_api", "steps": 2, "face_encoder": "none"}
     response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
     service.host_progress = original_hook
     assert response.status_code == 200, response.text

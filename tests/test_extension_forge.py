@@ -14,8 +14,6 @@ nothing; the HTTP API under the host's queue lock and --api-auth.
 
 from __future__ import annotations
 
-import base64
-import io
 import sys
 import threading
 from pathlib import Path
@@ -23,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import noise_photo
-from host_helpers import (fast_settings, gradio_available, in_worker, load_standin, needs_gradio, our_callbacks,
+from helpers import b64_image, noise_photo
+from host_helpers import (fast_settings, gradio_available, in_worker, needs_gradio, our_callbacks,
                           queued_function)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +30,6 @@ OURS = "celebbasis.py"
 ARGS = ["--api", "--api-auth", "alice:pw", "--celebbasis-no-download"]
 
 pytest.importorskip("fastapi")
-
-
-@pytest.fixture
-def forge():
-    standin = load_standin("forge")
-    yield standin
-    standin.shutdown()
 
 
 def script_module(host):
@@ -201,10 +192,7 @@ def test_api_under_queue_lock_and_api_auth(forge, tmp_path, flavor, kind):
                                             held.append(host.modules.call_queue.queue_lock.locked()))
     assert "TI" not in client.post("/sdapi/v1/txt2img", json={"prompt": "a cat"}, auth=("alice", "pw")).json()["info"]
     before = snapshot(host)  # after a generation, as a running host is (the engines' splice list is None then)
-    buffer = io.BytesIO()
-    noise_photo(size=96).save(buffer, format="PNG")
-    body = {"images": [base64.b64encode(buffer.getvalue()).decode()], "name": "zed_api", "steps": 2,
-            "face_encoder": "none"}
+    body = {"images": [b64_image()], "name": "zed_api", "steps": 2, "face_encoder": "none"}
     response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
     service.host_progress = original_hook
     assert response.status_code == 200, response.text

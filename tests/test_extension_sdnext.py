@@ -13,28 +13,19 @@ honoured, and the HTTP API under the queue lock and SD.Next's ``--auth`` users.
 
 from __future__ import annotations
 
-import base64
-import io
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import noise_photo
-from host_helpers import fast_settings, gradio_available, in_worker, load_standin, needs_gradio, our_callbacks
+from helpers import b64_image, noise_photo
+from host_helpers import fast_settings, gradio_available, in_worker, needs_gradio, our_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--auth", "alice:pw", "--celebbasis-no-download"]
 
 pytest.importorskip("fastapi")
-
-
-@pytest.fixture
-def sdnext():
-    standin = load_standin("sdnext")
-    yield standin
-    standin.shutdown()
 
 
 def script_module(host):
@@ -193,10 +184,7 @@ def test_api_under_queue_lock_and_sdnext_auth(sdnext, tmp_path):
     service.host_progress = lambda update: (original_hook(update),
                                             held.append((host.modules.call_queue.queue_lock.locked(), state.job)))
     before = pipeline_state(host)
-    buffer = io.BytesIO()
-    noise_photo(size=96).save(buffer, format="PNG")
-    body = {"images": [base64.b64encode(buffer.getvalue()).decode()], "name": "zed_api", "steps": 2,
-            "face_encoder": "none"}
+    body = {"images": [b64_image()], "name": "zed_api", "steps": 2, "face_encoder": "none"}
     response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
     service.host_progress = original_hook
     assert response.status_code == 200, response.text

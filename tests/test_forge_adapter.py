@@ -23,18 +23,10 @@ from celebbasis_ext.pipeline import TuneRequest, tune_identity
 from celebbasis_ext.tuning import TuneOptions
 
 from helpers import noise_photo, small_names_file
-from host_helpers import load_standin
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_FILE = Path(__file__).resolve().parent / "host_standins" / "forge" / "standin.py"
 NAME = "zqxperson"
-
-
-@pytest.fixture
-def forge():
-    standin = load_standin("forge")
-    yield standin
-    standin.shutdown()
 
 
 def _tune(adapter, tmp_path, seed=23, overwrite=False, progress=None):

@@ -17,17 +17,9 @@ from celebbasis_ext.pipeline import TuneRequest, tune_identity
 from celebbasis_ext.tuning import TuneOptions
 
 from helpers import noise_photo, small_names_file
-from host_helpers import load_standin
 
 STANDIN_FILE = Path(__file__).resolve().parent / "host_standins" / "sdnext" / "standin.py"
 NAME = "zqxperson"
-
-
-@pytest.fixture
-def sdnext():
-    standin = load_standin("sdnext")
-    yield standin
-    standin.shutdown()
 
 
 def _tune(adapter, tmp_path, seed=23, overwrite=False):

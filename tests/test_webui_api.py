@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import threading
 from pathlib import Path
 
@@ -20,13 +19,7 @@ from celebbasis_ext.service import CelebBasisService, ServiceSettings  # noqa: E
 from celebbasis_ext.webui.api import mount, parse_credentials  # noqa: E402
 
 from conftest import tiny_pipeline  # noqa: E402
-from helpers import noise_photo, small_names_file  # noqa: E402
-
-
-def b64_image(image=None, fmt="PNG") -> str:
-    buffer = io.BytesIO()
-    (image or noise_photo(size=96)).save(buffer, format=fmt)
-    return base64.b64encode(buffer.getvalue()).decode()
+from helpers import b64_image, noise_photo, small_names_file  # noqa: E402
 
 
 class RecordingLock:

@@ -77,7 +77,7 @@ def wrap_gradio_call_no_job(func, extra_outputs=None, add_stats=False):
         t = time.perf_counter()
         try:
             res = list(func(*args, **kwargs))
-        except Exception as e:
+        except Exception:
             if FLAVOR == "main":
                 if main_thread.last_exception is not None:
                     e = main_thread.last_exception
