@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..errors import BadInput, ModelFilesMissing, NoFaceFound, TuningFailed
 from ..photos import clean_label, describe_source, load_photo
-from .align import align_arcface, head_coverage, head_crop
+from .align import align_arcface, face_box_in_crop, framing_crop, head_coverage, head_crop
 from .types import DetectedFace, FaceSample
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def extract_face(
     feature = _unit(encoder.embed(pixels, face), encoder)
     aligned = Image.fromarray(align_arcface(pixels, face.landmarks, ALIGNED_SIZE))
     head = head_crop(pixels, face, head_size)
+    framing, framing_face = framing_crop(pixels, face, head_size)
     return FaceSample(
         feature=feature,
         head_crop=head,
@@ -93,6 +94,9 @@ def extract_face(
         encoder=encoder.name,
         landmarks=np.asarray(face.landmarks, dtype=np.float32).copy(),
         head_coverage=head_coverage(pixels.shape, face),
+        head_face=face_box_in_crop(face),
+        framing=framing,
+        framing_face=framing_face,
     )
 
 
