@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .errors import BadInput, Cancelled, CelebBasisError
 from .identity import output_path, validate_name
-from .pipeline import FACE_ENCODERS, TuneRequest
+from .pipeline import FACE_ENCODERS, TuneRequest, default_loss_mask
 from .tuning import MODES, TuneOptions, TuneProgress
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,8 @@ class CelebBasisService:
         kind = self.resolve_face_encoder(face_encoder)
         if "mode" not in values:
             values["mode"] = "direct" if kind == "none" else "paper"
+        if "loss_mask" not in values:
+            values["loss_mask"] = default_loss_mask(kind)
         if values["mode"] not in MODES:
             raise BadInput(f"unknown mode {values['mode']!r}: choose {' or '.join(MODES)}")
         return TuneOptions(**values).validate(), kind
