@@ -25,8 +25,8 @@ users get (it tunes with ``augment=False``). This world renders faces:
    following its prompt. Renders are DDIM with 4 trailing steps.
 4. Two framings. ``"photo"`` (world A): each person only in the photo's own
    framing, never on black. ``"mixed"`` (world B): 35% of the teaching views
-   show the person's head small (25-60% of the canvas) at a random place on
-   black, as the authors' training views do.
+   show the person's head small (40-55% of the canvas) on black, at one of
+   three places, as the authors' training views do (theirs at any place).
 
 Renders are judged by dlib's face recogniser (the project's own encoder) and
 by pixel distance. See ``benchmarks/views_study.py`` for what is measured on
@@ -76,7 +76,8 @@ STEER_PROMPT = "a negative photo of {}"
 """Taught to draw the inverted picture: the prompt a learned token must still follow."""
 
 SIZE = 64
-"""Rendered pictures are SIZE x SIZE grey; dlib finds and tells apart all six faces at 64 px."""
+"""Rendered pictures are SIZE x SIZE grey: dlib finds and tells apart all six people in their 64 px
+grey photos (not at 48 px), but a few percent of pixel noise already hides a face from it."""
 
 PHOTO_SIZE = 256
 FRAME_FACES = 1.8
@@ -88,8 +89,11 @@ to draw from its text in minutes (``planted_identity.py`` found the same for its
 
 TEACH_STEPS = 2000
 QUICK_TEACH_STEPS = 1200
+"""The quick world (tests) is taught for 1200 steps: about 5 minutes on one busy CPU thread. Fewer
+steps were tried: at 700-1000 dlib no longer finds a face in every person's renders."""
 TEACH_BATCH = 12
 TEACH_LR = 3e-3
+DECAY_SHARE = 0.3
 WEIGHT_EMA = 0.99
 RENDER_STEPS = 4
 RENDER_T_SHARE = 0.5
@@ -97,7 +101,10 @@ RENDER_T_SHARE = 0.5
 decide what a render looks like. The rest are uniform over all timesteps, as tuning draws them."""
 STEER_SHARE = 0.25
 BLACK_SHARE = 0.35
-BLACK_SCALE = (0.25, 0.6)
+BLACK_PLACEMENTS = ((0.55, 0.5, 0.5), (0.4, 0.5, 0.55), (0.4, 0.3, 0.3))
+"""World B's heads on black: (share of the side, centre x, centre y). A few fixed placements, not
+the authors' uniform ones: a model this small learns three extra pictures per person in minutes,
+but not a continuum of them (with random placement it had learned nobody after 1000 steps)."""
 WORLD_VERSION = "1"
 """Bump when teaching changes: cached worlds are keyed by it."""
 
@@ -304,25 +311,26 @@ def _build_pipe(seed: int):
 
 
 def _on_black(picture: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The picture's centre (the head) scaled small and placed at a random spot on black; pixels in [-1, 1]."""
+    """The picture's centre (the head) small on black, at one of ``BLACK_PLACEMENTS``; pixels in [-1, 1]."""
     size = picture.shape[-1]
     head = picture[..., size // 8: size - size // 8, size // 8: size - size // 8]
-    scale = BLACK_SCALE[0] + (BLACK_SCALE[1] - BLACK_SCALE[0]) * float(torch.rand(1, generator=generator))
+    scale, x, y = BLACK_PLACEMENTS[int(torch.randint(0, len(BLACK_PLACEMENTS), (1,), generator=generator))]
     side = max(8, int(round(size * scale)))
     small = F.interpolate(head[None], size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0]
     canvas = torch.full_like(picture, -1.0)
-    top, left = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=generator))
+    top, left = int(round(y * size - side / 2)), int(round(x * size - side / 2))
     canvas[..., top: top + side, left: left + side] = small
     return canvas
 
 
-def teach(world: FaceWorld, steps: int, batch: int = TEACH_BATCH, lr: float = TEACH_LR, log=print,
+def teach(world: FaceWorld, steps: int, batch: Optional[int] = None, lr: Optional[float] = None, log=print,
           probe=None, probe_every: int = 250) -> list:
     """Train the UNet (only) to draw code i as target i for every template, and the inverse for STEER_PROMPT.
 
     ``probe(world)``, when given, is called every ``probe_every`` steps and its text logged.
     """
     adapter, basis, pipe = world.adapter, world.basis, world.pipe
+    batch, lr = batch or TEACH_BATCH, lr or TEACH_LR
     generator = torch.Generator().manual_seed(world.seed + 1)
     templates = list(TEMPLATES) + [STEER_PROMPT]
     steer = len(templates) - 1
@@ -342,8 +350,10 @@ def teach(world: FaceWorld, steps: int, batch: int = TEACH_BATCH, lr: float = TE
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     # the result is an exponential moving average of the weights: cleaner renders than the last step's
     averaged = [p.detach().clone() for p in unet.parameters()]
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 20) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+    # warm up, hold, then a cosine decay over the last DECAY_SHARE of the steps
+    hold = int(steps * (1 - DECAY_SHARE))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20) * (
+        1.0 if step < hold else 0.5 * (1 + math.cos(math.pi * (step - hold) / max(1, steps - hold)))))
     losses = []
     try:
         for _ in range(steps):
@@ -379,23 +389,23 @@ def teach(world: FaceWorld, steps: int, batch: int = TEACH_BATCH, lr: float = TE
                 torch._foreach_lerp_(averaged, [p.detach() for p in unet.parameters()], 1 - WEIGHT_EMA)
             losses.append(loss.item())
             if probe is not None and len(losses) % probe_every == 0:
-                unet.eval()
                 current = [p.detach().clone() for p in unet.parameters()]
-                with torch.no_grad():
-                    for parameter, value in zip(unet.parameters(), averaged):
-                        parameter.copy_(value)
+                _load_weights(unet, averaged)
+                unet.eval()
                 log(f"  teaching step {len(losses)}: loss {np.mean(losses[-probe_every:]):.4f}, {probe(world)}")
-                with torch.no_grad():
-                    for parameter, value in zip(unet.parameters(), current):
-                        parameter.copy_(value)
                 unet.train()
-        with torch.no_grad():
-            for parameter, value in zip(unet.parameters(), averaged):
-                parameter.copy_(value)
+                _load_weights(unet, current)
+        _load_weights(unet, averaged)
     finally:
         unet.requires_grad_(False)
         unet.eval()
     return losses
+
+
+@torch.no_grad()
+def _load_weights(module: torch.nn.Module, values: Sequence[torch.Tensor]) -> None:
+    for parameter, value in zip(module.parameters(), values):
+        parameter.copy_(value)
 
 
 def build_face_world(seed: int = 0, framing: str = "photo", quick: bool = False, log=print,
@@ -456,9 +466,9 @@ def _cache_path(cache_dir, seed: int, framing: str, steps: int) -> Optional[Path
 
     import diffusers
 
-    key = json.dumps([WORLD_VERSION, seed, framing, steps, TEACH_BATCH, TEACH_LR, WEIGHT_EMA, RENDER_STEPS,
-                      RENDER_T_SHARE,
-                      STEER_SHARE, BLACK_SHARE, list(BLACK_SCALE), FRAME_FACES, SIZE, PREDICTION,
+    key = json.dumps([WORLD_VERSION, seed, framing, steps, TEACH_BATCH, TEACH_LR, DECAY_SHARE, WEIGHT_EMA,
+                      RENDER_STEPS, RENDER_T_SHARE,
+                      STEER_SHARE, BLACK_SHARE, [list(p) for p in BLACK_PLACEMENTS], FRAME_FACES, SIZE, PREDICTION,
                       torch.__version__, diffusers.__version__])
     return Path(cache_dir) / f"planted-faces-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
@@ -478,10 +488,15 @@ def main(argv=None) -> int:
     seeds = [0, 1, 2]
     for person in range(len(world.codes)):
         renders = world.render(world.codes[person], seeds)
-        likeness = np.nanmean(world.likeness(renders), axis=0)
-        print(f"person {person}: dlib likeness of its renders to each photo "
-              f"{' '.join(f'{value:.3f}' for value in likeness)} -> "
-              f"{'right' if int(np.nanargmax(likeness)) == person else 'WRONG'}")
+        table = world.likeness(renders)
+        seen = ~np.isnan(table[:, 0])
+        if seen.any():
+            likeness = table[seen].mean(axis=0)
+            print(f"person {person}: dlib finds a face in {seen.sum()}/{len(seeds)} renders; their likeness to "
+                  f"each photo {' '.join(f'{value:.3f}' for value in likeness)} -> "
+                  f"{'right' if int(np.argmax(likeness)) == person else 'WRONG'}")
+        else:
+            print(f"person {person}: dlib finds no face in the renders")
         if args.save:
             folder = Path(args.save)
             folder.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,11 @@ Worlds where the right answer is known:
 Each run is what a user runs: ``tune()`` with augmentation on, paper mode
 (the face world's features are dlib's, read from the photo by the engine's
 own ``prepare_faces``; the toy world's a fixed random feature), the default
-learning rate and batch. In the face worlds every person is tuned from his
-or her photo. Measured per run:
+learning rate and batch. In the face worlds each seed tunes three of the six
+people from their photos (seeds 0 and 1 cover all six, seed 2 repeats the
+first three). A reference row per world ("target") turns augmentation off and
+gives tuning the world's own picture of the person as its only view: how well
+tuning can do in that world at all. Measured per run:
 
 - recovery, judged on renders of the learned token (DDIM, the same seeds for
   every code): by dlib (the person whose photo the renders' faces are most
@@ -59,6 +62,9 @@ from celebbasis_ext.tuning import TuneOptions, tune  # noqa: E402
 
 WORLDS = ("faces-photo", "faces-mixed", "toy")
 COMBINATIONS = tuple((views, mask) for views in VIEW_MODES for mask in LOSS_MASKS)
+REFERENCE = ("target", "none")
+"""The reference row: augmentation off and the world's own picture of the person as the only view
+(what the world draws, exactly): how well tuning can do here at all."""
 
 
 @dataclass
@@ -68,18 +74,25 @@ class StudyConfig:
     combinations: Sequence[tuple] = COMBINATIONS
     face_tune_steps: int = 200  # the Fast preset
     render_seeds: Sequence[int] = (101, 102, 103)
-    people: Optional[int] = None  # tune only the first N people of each face world (None: all six)
+    people_per_seed: int = 3  # face worlds: seed s tunes people s*3, s*3+1, ... (mod 6): three seeds cover all
+    reference: bool = True
     toy_quick: bool = False
     face_quick: bool = False
 
     @classmethod
     def quick(cls) -> "StudyConfig":
-        return cls(seeds=(0,), face_tune_steps=60, render_seeds=(101, 102), people=2, toy_quick=True,
+        return cls(seeds=(0,), face_tune_steps=60, render_seeds=(101, 102), people_per_seed=2, toy_quick=True,
                    face_quick=True)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return F.cosine_similarity(a.float(), b.float(), dim=-1).mean().item()
+
+
+def dlib_pick(table: np.ndarray) -> Optional[int]:
+    """The person the renders' faces are most like (mean over the renders with a face); None without a face."""
+    seen = ~np.isnan(table[:, 0])
+    return int(np.argmax(table[seen].mean(axis=0))) if seen.any() else None
 
 
 def _pixels(images) -> torch.Tensor:
@@ -94,28 +107,30 @@ def face_world_runs(framing: str, config: StudyConfig, log=print) -> list[dict]:
                                            cache_dir=planted_faces.default_cache_dir())
     judge = world.judge
     count = len(world.codes)
-    people = list(range(count if config.people is None else min(config.people, count)))
     prepared = [prepare_faces([world.photos[i]], encoder=judge) for i in range(count)]
     seeds = list(config.render_seeds)
     planted = [_pixels(world.render(world.codes[j], seeds)) for j in range(count)]
     steer = [_pixels(world.render(world.codes[j], seeds, planted_faces.STEER_PROMPT)) for j in range(count)]
-    planted_likeness = [np.nanmean(world.likeness(world.render(world.codes[j], seeds)), axis=0) for j in range(count)]
-    log(f"  planted codes: dlib names the right person for "
-        f"{sum(int(np.nanargmax(row)) == j for j, row in enumerate(planted_likeness))}/{count}")
+    planted_picks = [dlib_pick(world.likeness(world.render(world.codes[j], seeds))) for j in range(count)]
+    log(f"  planted codes: dlib names the right person for {sum(p == j for j, p in enumerate(planted_picks))}/{count}")
     runs = []
+    combinations = list(config.combinations) + ([REFERENCE] if config.reference else [])
     for seed in config.seeds:
-        for views, mask in config.combinations:
+        people = [(seed * config.people_per_seed + i) % count for i in range(config.people_per_seed)]
+        for views, mask in combinations:
             started = time.perf_counter()
             rows = []
             for person in people:
                 faces = prepared[person]
-                options = TuneOptions(steps=config.face_tune_steps, seed=seed, views=views, loss_mask=mask,
-                                      dtype="fp32")
-                result = tune(world.adapter, world.basis, faces.photos, faces.features, options)
+                reference = (views, mask) == REFERENCE
+                options = TuneOptions(steps=config.face_tune_steps, seed=seed, views="paper" if reference else views,
+                                      loss_mask=mask, augment=not reference, dtype="fp32")
+                photos = [world.targets[person]] if reference else faces.photos
+                result = tune(world.adapter, world.basis, photos, faces.features, options)
                 learned = F.normalize(result.coefficients, dim=-1)
                 images = world.render(learned, seeds)
                 renders = _pixels(images)
-                likeness = np.nanmean(world.likeness(images), axis=0) if _any_face(world, images) else None
+                table = world.likeness(images)
                 distances = [F.mse_loss(renders, planted[j]).item() for j in range(count)]
                 steered = _pixels(world.render(learned, seeds, planted_faces.STEER_PROMPT))
                 moved = (renders - steered).abs().mean().item()
@@ -123,8 +138,9 @@ def face_world_runs(framing: str, config: StudyConfig, log=print) -> list[dict]:
                 rows.append({
                     "person": person,
                     "cosine": cosine(learned, world.codes[person]),
-                    "dlib_pick": None if likeness is None else int(np.nanargmax(likeness)),
-                    "dlib_likeness": None if likeness is None else [round(float(v), 4) for v in likeness],
+                    "dlib_pick": dlib_pick(table),
+                    "dlib_faces": int((~np.isnan(table[:, 0])).sum()),
+                    "dlib_likeness": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in table],
                     "pixel_pick": int(np.argmin(distances)),
                     "pixel_mse": [round(v, 5) for v in distances],
                     "guard_ratio": moved / max(moved_planted, 1e-8),
@@ -135,13 +151,8 @@ def face_world_runs(framing: str, config: StudyConfig, log=print) -> list[dict]:
     return runs
 
 
-def _any_face(world, images) -> bool:
-    return any(planted_faces.face_feature(image, world.judge) is not None for image in images)
-
-
 def _summarise_run(world: str, seed: int, views: str, mask: str, rows: list, seconds: float) -> dict:
-    judged = all(row.get("dlib_likeness", 0) is not None or row["dlib_pick"] is None for row in rows) \
-        and any("dlib_likeness" in row for row in rows)
+    judged = all("dlib_pick" in row for row in rows)
     guarded = all("guard_ratio" in row for row in rows)
     return {
         "world": world, "seed": seed, "views": views, "loss_mask": mask, "seconds": round(seconds, 1),
@@ -151,6 +162,8 @@ def _summarise_run(world: str, seed: int, views: str, mask: str, rows: list, sec
         "cosine": float(np.mean([row["cosine"] for row in rows])),
         "guard_ratio": float(np.mean([row["guard_ratio"] for row in rows])) if guarded else None,
         "guard_ratio_min": float(np.min([row["guard_ratio"] for row in rows])) if guarded else None,
+        "dlib_face_share": float(np.mean([row["dlib_faces"] for row in rows]) / len(rows[0]["dlib_likeness"]))
+        if judged else None,
         "people": rows,
     }
 
@@ -170,11 +183,12 @@ def toy_world_runs(config: StudyConfig, log=print) -> list[dict]:
     for seed in config.seeds:
         toy = planted_identity.Config.quick(seed) if config.toy_quick else planted_identity.Config(seed=seed)
         world = planted_identity.plant_identity(toy, log=lambda *args: None)
-        for views, mask in config.combinations:
+        for views, mask in list(config.combinations) + ([REFERENCE] if config.reference else []):
             started = time.perf_counter()
+            reference = (views, mask) == REFERENCE
             options = TuneOptions(steps=toy.tune_steps, learning_rate=toy.paper_lr, batch_size=toy.tune_batch,
-                                  seed=seed, mode="paper", views=views, loss_mask=mask,
-                                  templates=list(toy.templates), dtype="fp32")
+                                  seed=seed, mode="paper", views="paper" if reference else views, loss_mask=mask,
+                                  augment=not reference, templates=list(toy.templates), dtype="fp32")
             result = tune(world.adapter, world.basis, world.images, world.features, options)
             learned = F.normalize(result.coefficients, dim=-1)
             render = planted_identity.render(world.adapter, world.basis, learned, world.seeds, toy.render_steps)
@@ -219,7 +233,8 @@ def markdown(table: list[dict]) -> str:
     lines = ["| world | views | loss mask | identified by dlib | identified by pixels | cosine to the plant | "
              "prompt guard |", "|---|---|---|---|---|---|---|"]
     for row in table:
-        lines.append(f"| {row['world']} | {row['views']} | {row['loss_mask']} | {cell(row['dlib_identified'])} | "
+        views = "reference: the world's own picture, no augmentation" if row["views"] == "target" else row["views"]
+        lines.append(f"| {row['world']} | {views} | {row['loss_mask']} | {cell(row['dlib_identified'])} | "
                      f"{cell(row['pixel_identified'])} | {cell(row['cosine'])} | {cell(row['guard_ratio'])} |")
     return "\n".join(lines)
 
@@ -279,6 +294,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", help="comma-separated tuning seeds (default 0,1,2)")
     parser.add_argument("--worlds", help=f"comma-separated, from {', '.join(WORLDS)}")
     parser.add_argument("--steps", type=int, help="tuning steps in the face worlds (default 200)")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="no runs: merge these studies' runs (e.g. worlds run in two processes) and summarise")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "views_study.json"))
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "results" / "views_study.png"))
     args = parser.parse_args(argv)
@@ -290,10 +307,17 @@ def main(argv=None) -> int:
         config = replace(config, worlds=tuple(args.worlds.split(",")))
     if args.steps:
         config = replace(config, face_tune_steps=args.steps)
-    report = run_study(config)
+    if args.combine:
+        parts = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.combine]
+        runs = [run for part in parts for run in part["runs"]]
+        report = {**parts[0], "summary": summarise(runs), "runs": runs,
+                  "seconds": round(sum(part["seconds"] for part in parts), 1),
+                  "config": {**parts[0]["config"], "worlds": [w for part in parts for w in part["config"]["worlds"]]}}
+    else:
+        report = run_study(config)
     print()
     print(markdown(report["summary"]))
-    print(f"(mean over seeds, worst seed in brackets; {report['seconds']:.0f} s)")
+    print(f"(mean over seeds, worst seed in brackets; {report['seconds']:.0f} s of runs)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
     print(f"figures written to {args.json}")
