@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .errors import BadInput, Cancelled, CelebBasisError
+from .evaluate.scoring import choose_judge, face_likeness, features_reference, photo_reference, tuned_with
 from .identity import output_path, validate_name
 from .pipeline import FACE_ENCODERS, TuneRequest
 from .tuning import MODES, TuneOptions, TuneProgress
@@ -179,7 +180,8 @@ class CelebBasisService:
         self._cancel = threading.Event()
         self._status = _Status()
         self._status_lock = threading.Lock()
-        self._references: dict[str, Any] = {}  # name -> face feature of the training photos (memory only)
+        # name -> (judge, the judge's face feature of the training photos), memory only
+        self._references: dict[str, tuple[str, Any]] = {}
 
     # ------------------------------------------------------------------ settings
     @property
@@ -394,16 +396,14 @@ class CelebBasisService:
                                      else f"failed: {one_line(error)}")
                     raise
                 self._set_status(message="saved")
-                return self._tuned(name, outcome, photos, likeness)
+                return self._tuned(name, outcome, photos, likeness, face_index)
             finally:
                 self._set_status(busy=False)
 
-    def _tuned(self, name: str, outcome, photos, likeness: bool) -> dict:
+    def _tuned(self, name: str, outcome, photos, likeness: bool, face_index: Optional[int] = None) -> dict:
         """After the file is written: reload hook, the result, and the likeness when asked."""
         warnings = list(outcome.warnings)
-        reference = _reference_feature(outcome.faces.features)
-        if reference is not None:
-            self._references[name.lower()] = reference
+        self._remember_reference(name, outcome, photos, face_index)
         self._notify_saved(outcome.path, warnings)
         metadata = {key: value for key, value in outcome.identity.metadata.items() if key != "coefficients"}
         result = {
@@ -468,49 +468,62 @@ class CelebBasisService:
         templates = [PREVIEW_TEMPLATES[i % len(PREVIEW_TEMPLATES)] for i in range(count)]
         images = list(self.render(path, name, templates, seed))
         prompts = [template.format(name) for template in templates]
-        scores, note = [None] * len(images), None
-        encoder, reference = None, self._references.get(name.lower())
+        scores, note, judge, reference = [None] * len(images), None, None, None
         try:
-            encoder = self._likeness_encoder()
+            judge = self.likeness_judge(path)
         except BadInput as error:
             note = f"no likeness score: {error}"
-        if encoder is not None and reference is None and photos:
-            reference, why = self._photo_reference(photos, encoder, face_index)
+        if judge is not None:
+            reference, why = self.likeness_reference(name, judge, photos, face_index)
             if reference is None:
                 note = f"no likeness score: {why}"
-        if encoder is not None and reference is None and note is None:
-            note = "no likeness score: upload the training photo again to compare"
-        if encoder is not None and reference is not None:
-            scores = [_face_similarity(image, encoder, reference) for image in images]
+        if reference is not None:
+            scores = [face_likeness(image, judge.encoder, reference) for image in images]
             if all(score is None for score in scores):
                 note = "no face found in the previews"
         found = [score for score in scores if score is not None]
         mean = round(sum(found) / len(found), 4) if found else None
         if mean is not None:
             self._record_likeness(name, mean)
-        return {"images": images, "prompts": prompts, "scores": scores, "likeness": mean, "note": note}
+        return {"images": images, "prompts": prompts, "scores": scores, "likeness": mean, "note": note,
+                "judge": judge.name if judge is not None else None}
 
-    def _likeness_encoder(self):
-        kind = self.resolve_face_encoder()
-        return self.face_encoder("auto" if kind == "none" else kind)
+    def likeness_judge(self, path):
+        """The face model that scores an identity's renders: the same choice as ``celebbasis eval --judge auto``
+        (a model other than the one it was tuned with, when one is available)."""
+        metadata, _ = _read_metadata(Path(path))
+        return choose_judge([tuned_with(metadata)], "auto", load=self.face_encoder)
 
-    def _photo_reference(self, photos, encoder, face_index: Optional[int] = None):
-        """The training photos' mean face feature, or (None, the reason none was found)."""
-        from .face.encoders import extract_face
+    def likeness_reference(self, name: str, judge, photos=None, face_index: Optional[int] = None):
+        """The judge's feature of an identity's training photos: remembered from tuning here, else read from
+        ``photos``; or (None, why not)."""
+        cached = self._references.get(name.lower())
+        if cached is not None and cached[0] == judge.name:
+            return cached[1], None
+        if photos:
+            return photo_reference([normalize_photo(photo) for photo in photos], judge.encoder, face_index)
+        return None, "upload the training photo again to compare"
 
-        features, why = [], "no face found in the training photo"
-        for photo in photos:
-            try:
-                features.append(extract_face(normalize_photo(photo), encoder, face_index=face_index).feature)
-            except BadInput as error:
-                why = str(error)
-                continue
-        if not features:
-            return None, why
-        import numpy as np
+    def run_exclusive(self, job: Callable[[Callable[[], bool]], Any]):
+        """``job(should_cancel)`` under the lock that keeps tunings apart; Interrupt (ours or the host's) stops it."""
+        with self.lock:
+            self._cancel.clear()
+            return job(lambda: self._cancel.is_set() or bool(self.host_should_cancel and self.host_should_cancel()))
 
-        mean = np.mean(np.stack(features), axis=0)
-        return mean / max(float(np.linalg.norm(mean)), 1e-12), None
+    def _remember_reference(self, name: str, outcome, photos, face_index: Optional[int]) -> None:
+        """The judge's feature of the training photos, for previews without the photo (memory only)."""
+        self._references.pop(name.lower(), None)
+        try:
+            judge = self.likeness_judge(outcome.path)
+            if judge.name == outcome.faces.encoder_name:
+                reference = features_reference(outcome.faces.features)
+            else:
+                reference, _ = photo_reference(photos, judge.encoder, face_index)
+        except Exception:  # noqa: BLE001 - no judge here: previews will say so
+            log.debug("no likeness reference for %s", name, exc_info=True)
+            return
+        if reference is not None:
+            self._references[name.lower()] = (judge.name, reference)
 
     def _likeness_path(self) -> Path:
         return self.out_dir / LIKENESS_FILE
@@ -630,37 +643,6 @@ def _thumbnail(image, box, size: int = THUMBNAIL_SIZE):
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     crop = image.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
     return crop.resize((size, size))
-
-
-def _reference_feature(features):
-    """The unit mean of the photos' (non-mirrored) face features, or None without a face encoder."""
-    if features is None:
-        return None
-    import numpy as np
-
-    array = features[:, 0].detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)[:, 0]
-    mean = array.mean(axis=0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
-
-
-def _face_similarity(image, encoder, reference) -> Optional[float]:
-    """Cosine similarity of the largest face in ``image`` to ``reference``; None without a face."""
-    import numpy as np
-
-    try:
-        pixels = np.asarray(image.convert("RGB"))
-        faces = encoder.detect(pixels)
-        if not faces:
-            return None
-        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        feature = np.asarray(encoder.embed(pixels, face), dtype=np.float32).reshape(-1)
-        feature = feature / max(float(np.linalg.norm(feature)), 1e-12)
-        if feature.shape != np.shape(reference):
-            return None
-        return round(float(np.dot(feature, reference)), 4)
-    except Exception:  # noqa: BLE001 - a render the encoder cannot read just has no score
-        log.debug("likeness failed for one preview", exc_info=True)
-        return None
 
 
 __all__ = ["CelebBasisService", "ServiceSettings", "NameCheck", "FaceInfo", "IdentityNotFound", "PRESETS",

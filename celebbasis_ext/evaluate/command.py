@@ -109,6 +109,10 @@ def run(args, load_model) -> int:
     if any(p.people == 2 for p in prompts) and len(identities.photos) < 2:
         raise BadInput("two-person prompts need at least two identities")
     out_dir = Path(args.out).expanduser().resolve()
+    settings = {"model": os.path.abspath(args.model), "steps": args.steps, "guidance": args.guidance,
+                "width": args.width, "height": args.height, "negative": args.negative, "clip": args.clip,
+                "dtype": args.dtype, "photos": os.path.abspath(args.photos)}
+    check_resumable(out_dir, settings, only=list(settings))  # before the model is loaded
 
     pipe, adapter = load_model(args)
     if hasattr(pipe, "set_progress_bar_config"):
@@ -129,9 +133,7 @@ def run(args, load_model) -> int:
     if any(p.people == 2 for p in prompts) and len(keys) < 2:
         raise BadInput("two-person prompts need at least two identities")
     judge = choose_judge(tuned, args.judge, models_dir=args.models_dir, allow_download=args.allow_download)
-    settings = {"model": os.path.abspath(args.model), "family": adapter.family.value, "steps": args.steps,
-                "guidance": args.guidance, "width": args.width, "height": args.height, "negative": args.negative,
-                "judge": judge.name, "clip": args.clip, "dtype": args.dtype, "photos": os.path.abspath(args.photos)}
+    settings.update(family=adapter.family.value, judge=judge.name)
     check_resumable(out_dir, settings)
     references = load_judge_references(judge, identities, keys)
     scorer = load_prompt_scorer(args.clip, device=str(resolve_device(args.device)))

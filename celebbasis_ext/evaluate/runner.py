@@ -136,8 +136,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     _atomic_write(path, write)
 
 
-def check_resumable(out_dir: Path, settings: dict) -> None:
-    """Refuse a report folder that holds a run with other settings (before anything is written)."""
+def check_resumable(out_dir: Path, settings: dict, only: Optional[Sequence[str]] = None) -> None:
+    """Refuse a report folder that holds a run with other settings (before anything is written); ``only``:
+    compare these keys alone (a check before the model is loaded)."""
     run_file = out_dir / RUN_FILE
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"{out_dir} is a file; give --out a folder")
@@ -149,7 +150,8 @@ def check_resumable(out_dir: Path, settings: dict) -> None:
         previous = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
     except (OSError, ValueError, AttributeError):
         raise BadInput(f"{run_file} is unreadable: choose another folder") from None
-    changed = [key for key in sorted(set(previous) | set(settings)) if previous.get(key) != settings.get(key)]
+    keys = sorted(set(previous) | set(settings)) if only is None else list(only)
+    changed = [key for key in keys if previous.get(key) != settings.get(key)]
     if changed:
         first = changed[0]
         raise BadInput(f"{out_dir} holds an evaluation with other settings ({first}: {previous.get(first)!r} -> "
