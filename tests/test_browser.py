@@ -130,9 +130,9 @@ def test_eval_report_shows_the_grid_and_the_plot(tmp_path, astronaut_path):
     reference, _ = photo_reference([str(astronaut_path)], judge.encoder)
     faces = {"ann": face, "bob": face.rotate(10)}
 
-    def render(prompt, seed):
-        picture = faces["bob" if prompt.startswith("bob") or " bob" in prompt else "ann"]
-        return ImageOps.mirror(picture) if seed % 2 else picture
+    def render(item):
+        picture = faces[item.people[0]]
+        return ImageOps.mirror(picture) if item.seed % 2 else picture
 
     prompts = [Prompt("single", 0, "{} in a park"), Prompt("single", 1, "a painting of {}")]
     variants = [Variant(label, {"ann": "ann", "bob": "bob"}, {}, {}) for label in ("preset=Fast", "preset=Best")]

@@ -384,3 +384,23 @@ def test_report_without_faces_or_clip_says_why_there_is_no_plot():
     png, why = scatter_png(summarize(records, ["v"], ["ann"]), "dlib")
     assert png.startswith(b"\x89PNG") and why == ""
     assert math.isclose(summarize(records, ["v"], ["ann"])["variants"][0]["identity"].mean, 0.5)
+
+
+def test_the_tabs_small_evaluation_through_the_standalone_renderer(tmp_path, astronaut_path):
+    """The Evaluate section's engine on the standalone UI's service: the identity's vectors in each prompt's slot."""
+    from celebbasis_ext.evaluate.service_run import evaluate_identities
+    from celebbasis_ext.standalone_ui import create_service
+
+    service = create_service(tiny_pipeline("tiny-sd1"), tmp_path / "embeddings", face_encoder="none",
+                             names_file=str(small_names_file(tmp_path)), preview_steps=1,
+                             basis_cache_dir=str(tmp_path / "basis"))
+    service.tune([str(astronaut_path)], "zed_tab", options={"steps": 2, "pool_size": 2, "resolution": 64})
+    outcome, plan = evaluate_identities(service, ["zed_tab"], [], "style", "none", prompts=3, seeds=2)
+    assert plan.out_dir.parent == tmp_path / "celebbasis-eval"
+    assert len(outcome.records) == 6 and [r["prompt_index"] for r in outcome.records[::2]] == [0, 8, 16]
+    assert all((plan.out_dir / r["image"]).is_file() and r["prompt_score"] is None for r in outcome.records)
+    assert (plan.out_dir / "report.html").is_file() and "no CLIP model given" in (plan.out_dir / "report.html").read_text()
+    with pytest.raises(BadInput, match="use celebbasis eval"):
+        evaluate_identities(service, ["zed_tab"], [], "two-person", "none")
+    with pytest.raises(BadInput, match="no identity called 'nobody'"):
+        evaluate_identities(service, ["nobody"], [], "single", "none")

@@ -3,7 +3,8 @@
 Front ends (``celebbasis eval``, the tab's Evaluate section) build an
 ``EvalPlan``: the variants to compare (each maps identity names to the token
 written in prompts), the reference features, the prompts and seeds, the
-judge, the prompt scorer and a ``render(prompt, seed)`` function. The loop
+judge, the prompt scorer and a ``render(item)`` function (``item.text`` is
+the prompt with the variant's tokens, ``item.seed`` the seed). The loop
 knows nothing about models or hosts.
 
 Resumable: each image is saved (atomically) as it is rendered and its scores
@@ -62,7 +63,7 @@ class EvalPlan:
     prompts: list[Prompt]
     seeds: list[int]
     judge: Judge
-    render: Callable[[str, int], Any]
+    render: Callable[["EvalItem"], Any]
     prompt_scorer: Any = None
     settings: dict = field(default_factory=dict)  # what must match for a run to resume
 
@@ -92,6 +93,11 @@ class EvalItem:
         """The image's path inside the report folder (forward slashes: also its URL in report.html)."""
         who = "+".join(self.people)
         return f"{IMAGES}/{self.variant.slug}/{self.prompt.set}/p{self.prompt.index:03d}-{who}-s{self.seed}.png"
+
+    @property
+    def text(self) -> str:
+        """The prompt as rendered: each slot filled with the variant's token for that person."""
+        return self.prompt.fill([self.variant.tokens[name] for name in self.people])
 
     @property
     def digests(self) -> dict:
@@ -235,7 +241,7 @@ def run_eval(plan: EvalPlan, progress: Optional[Callable[[EvalProgress], None]] 
                     raise Cancelled(f"evaluation stopped after {done - 1} of {len(items)} images; run it again with "
                                     "the same settings to go on")
                 tick = time.perf_counter()
-                image = plan.render(item.prompt.fill([item.variant.tokens[name] for name in item.people]), item.seed)
+                image = plan.render(item)
                 path = out_dir / item.image
                 _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
                 record = _record(item, score_image(image, item, plan), time.perf_counter() - tick)

@@ -1,8 +1,11 @@
 """The tab's small evaluation: a few prompts x seeds for chosen identities, rendered by the host.
 
 The same runner, judge and report as ``celebbasis eval``; the renders come
-from the service's ``render`` (the host's txt2img, with the identities'
-files loaded by the host under their own names), and the run holds the
+from the service's ``render(path, name, templates, seed)``, as previews do
+(the host's txt2img with the identity's file loaded under its own name, or
+the standalone UI's vectors spliced into the ``{}`` slot). That takes one
+person per prompt, so the tab offers the single-person and style sets; the
+two-person set is for ``celebbasis eval``. The run holds the
 service's lock, so it never interleaves with a tuning. Each run writes a new
 report folder under ``<webui>/outputs/celebbasis-eval/`` (or beside the
 embeddings folder outside a WebUI).
@@ -19,10 +22,11 @@ from typing import Optional, Sequence
 
 from ..errors import BadInput
 from ..identity import load_identity, output_path
-from .prompts import SHIPPED, read_prompts, spread
+from .prompts import read_prompts, spread
 from .runner import EvalOutcome, EvalPlan, Variant, run_eval
 from .scoring import choose_judge, tuned_with
 
+TAB_SETS = ("single", "style")
 PROMPTS = 6
 SEEDS = 2
 MAX_IDENTITIES = 8
@@ -79,11 +83,10 @@ def evaluate_identities(service, names: Sequence[str], photos: Sequence = (), pr
     if len(names) > MAX_IDENTITIES:
         raise BadInput(f"{len(names)} identities chosen; the tab evaluates at most {MAX_IDENTITIES} "
                        "(use celebbasis eval for more)")
-    if prompt_set not in SHIPPED:
-        raise BadInput(f"unknown prompt set {prompt_set!r}: choose one of {', '.join(SHIPPED)}")
+    if prompt_set not in TAB_SETS:
+        raise BadInput(f"the tab evaluates the prompt sets {' and '.join(TAB_SETS)}; use celebbasis eval for "
+                       f"{prompt_set!r}")
     chosen = spread(read_prompts(prompt_set), prompts)
-    if chosen[0].people == 2 and len(names) < 2:
-        raise BadInput("two-person prompts need two identities: choose at least two")
     if service.render is None:
         raise BadInput("images cannot be rendered here")
     paths = {}
@@ -105,8 +108,9 @@ def evaluate_identities(service, names: Sequence[str], photos: Sequence = (), pr
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = out_dir or report_root(service) / f"{stamp}-{'-'.join(names)[:60]}"
 
-    def render(prompt: str, seed: int):
-        images = list(service.render(paths[names[0]], names[0], [prompt], seed))
+    def render(item):
+        [name] = item.people
+        images = list(service.render(paths[name], name, [item.prompt.template], item.seed))
         if not images:
             raise BadInput("the host rendered no image (interrupted?)")
         return images[0]

@@ -220,12 +220,12 @@ def load_variant_tokens(pipe, files_per_variant: Sequence[dict[str, Path]], iden
 
 
 def diffusers_renderer(pipe, *, steps: int, guidance: float, width=None, height=None, negative: str = ""):
-    """``render(prompt, seed)`` with the pipeline (the same seed gives the same image)."""
+    """``render(item)`` with the pipeline: the item's prompt with its tokens (the same seed, the same image)."""
     from ..generate import generate_image
 
-    def render(prompt: str, seed: int):
-        return generate_image(pipe, prompt, negative=negative, steps=steps, seed=seed, width=width, height=height,
-                              guidance=guidance)
+    def render(item):
+        return generate_image(pipe, item.text, negative=negative, steps=steps, seed=item.seed, width=width,
+                              height=height, guidance=guidance)
 
     return render
 

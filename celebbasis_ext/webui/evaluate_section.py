@@ -14,8 +14,7 @@ from typing import Callable
 
 from ..errors import BadInput, Cancelled
 from ..evaluate.clip_score import DEFAULT_CLIP
-from ..evaluate.prompts import SHIPPED
-from ..evaluate.service_run import PROMPTS, SEEDS, evaluate_identities, report_fragment
+from ..evaluate.service_run import PROMPTS, SEEDS, TAB_SETS, evaluate_identities, report_fragment
 from ..service import CelebBasisService, one_line
 from .compat import import_gradio
 
@@ -75,7 +74,7 @@ def build_evaluate_section(service: CelebBasisService, queued: Callable, event_k
             names = gr.Dropdown(label="Identities", choices=[item["name"] for item in service.identities()],
                                 multiselect=True, elem_id="celebbasis_evaluate_identities")
             refresh = gr.Button("Refresh list", elem_id="celebbasis_evaluate_refresh")
-            prompt_set = gr.Radio(list(SHIPPED), value="single", label="Prompts",
+            prompt_set = gr.Radio(list(TAB_SETS), value="single", label="Prompts",
                                   elem_id="celebbasis_evaluate_prompts")
         photos = gr.File(label="Reference photos, named like the identities (ann.jpg); not needed for identities "
                                "trained since the WebUI started", file_count="multiple", file_types=["image"],
