@@ -404,3 +404,70 @@ def test_the_tabs_small_evaluation_through_the_standalone_renderer(tmp_path, ast
         evaluate_identities(service, ["zed_tab"], [], "two-person", "none")
     with pytest.raises(BadInput, match="no identity called 'nobody'"):
         evaluate_identities(service, ["nobody"], [], "single", "none")
+
+
+def test_a_cancelled_run_keeps_what_it_scored_and_the_next_run_goes_on(tmp_path):
+    from celebbasis_ext.errors import Cancelled
+    from celebbasis_ext.evaluate.prompts import Prompt
+    from celebbasis_ext.evaluate.runner import EvalPlan, Variant, run_eval
+    from celebbasis_ext.evaluate.scoring import choose_judge
+
+    rendered = []
+
+    def render(item):
+        rendered.append(item.key)
+        return Image.new("RGB", (64, 64), (10 * item.seed, 80, 120))
+
+    plan = EvalPlan(out_dir=tmp_path / "run", variants=[Variant("v", {"ann": "ann"})],
+                    references={"ann": np.ones(128, dtype=np.float32) / math.sqrt(128)},
+                    prompts=[Prompt("single", 0, "a photo of {}")], seeds=list(range(6)),
+                    judge=choose_judge([], "dlib"), render=render)
+    with pytest.raises(Cancelled, match="after 3 of 6"):
+        run_eval(plan, should_cancel=lambda: len(rendered) >= 3)
+    assert len((tmp_path / "run" / "progress.jsonl").read_text().splitlines()) == 3
+    assert not (tmp_path / "run" / "scores.json").exists()  # the report is written when every image is scored
+    updates = []
+    outcome = run_eval(plan, progress=updates.append)
+    assert outcome.rendered == 3 and len(outcome.records) == 6 and len(rendered) == 6
+    assert [(u.done, u.total, u.rendered) for u in updates] == [(1, 6, 0), (2, 6, 0), (3, 6, 0), (4, 6, 1),
+                                                                 (5, 6, 2), (6, 6, 3)]
+    assert updates[0].eta_seconds is None and updates[3].eta_seconds > 0 and updates[-1].eta_seconds == 0
+    assert [r["seed"] for r in outcome.records] == list(range(6))
+    assert all(r["faces"] == 0 and r["identity"] == {"ann": None} for r in outcome.records)
+
+
+def test_open_clip_models_are_called_as_open_clip_documents(monkeypatch):
+    """``open_clip:ARCH:PRETRAINED`` goes to create_model_and_transforms / get_tokenizer (a module with that API:
+    the real open_clip needs torchvision, which the test environment does not install)."""
+    import sys
+    import types
+
+    import torch
+
+    from celebbasis_ext.evaluate.clip_score import load_prompt_scorer
+
+    calls = {}
+
+    class Model(torch.nn.Module):
+        def encode_image(self, pixels):
+            return torch.tensor([[1.0, 0.0]])
+
+        def encode_text(self, tokens):
+            return torch.tensor([[1.0, 1.0]])
+
+    def create_model_and_transforms(arch, pretrained=None):
+        calls["model"] = (arch, pretrained)
+        return Model(), None, lambda image: torch.zeros(3, 8, 8)
+
+    def get_tokenizer(arch):
+        calls["tokenizer"] = arch
+        return lambda texts: torch.zeros(len(texts), 77, dtype=torch.long)
+
+    fake = types.SimpleNamespace(create_model_and_transforms=create_model_and_transforms, get_tokenizer=get_tokenizer)
+    monkeypatch.setitem(sys.modules, "open_clip", fake)
+    scorer = load_prompt_scorer("open_clip:ViT-B-32:laion2b_s34b_b79k")
+    assert calls == {"model": ("ViT-B-32", "laion2b_s34b_b79k"), "tokenizer": "ViT-B-32"}
+    assert scorer.score(Image.new("RGB", (8, 8)), "a person") == pytest.approx(1 / math.sqrt(2), abs=1e-4)
+    load_prompt_scorer("open_clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
+    assert calls["model"] == ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)
+    assert load_prompt_scorer("none") is None

@@ -9,7 +9,6 @@ the token means nothing to CLIP, the rest of the prompt is what it checks.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -118,7 +117,3 @@ def pairs(names: Sequence[str]) -> list[tuple[str, str]]:
         return [(names[0], names[1])]
     return [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
 
-
-def digest(prompts: Sequence[Prompt]) -> str:
-    """A short hash of the prompts' text (a resumed run checks it)."""
-    return hashlib.sha256("\n".join(p.key + "=" + p.template for p in prompts).encode()).hexdigest()[:16]

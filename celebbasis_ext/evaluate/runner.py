@@ -256,10 +256,3 @@ def run_eval(plan: EvalPlan, progress: Optional[Callable[[EvalProgress], None]] 
     summary, files = write_report(out_dir, plan, records)
     return EvalOutcome(records, summary, files, rendered, time.perf_counter() - started)
 
-
-def names_in_order(plan: EvalPlan) -> list[str]:
-    return list(plan.references)
-
-
-def variant_labels(variants: Sequence[Variant]) -> list[str]:
-    return [variant.label for variant in variants]
