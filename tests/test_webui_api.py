@@ -19,7 +19,7 @@ from celebbasis_ext.service import CelebBasisService, ServiceSettings  # noqa: E
 from celebbasis_ext.webui.api import mount, parse_credentials  # noqa: E402
 
 from conftest import tiny_pipeline  # noqa: E402
-from helpers import b64_image, noise_photo, small_names_file  # noqa: E402
+from helpers import b64_image, needs_dlib, noise_photo, small_names_file  # noqa: E402
 
 
 class RecordingLock:
@@ -151,25 +151,25 @@ def test_faces_names_presets_progress(api, astronaut_path):
     assert_one_line_error(client.post("/celebbasis/v1/faces", json={"image": b64_image()}), 400)  # encoder 'none'
     assert_one_line_error(client.post("/celebbasis/v1/faces", json={"image": "%%%"}), 400)
     assert_one_line_error(client.post("/celebbasis/v1/faces", json={}), 422)
-    from celebbasis_ext.face.dlib_encoder import dlib_available
-
-    if dlib_available(None):
-        image = base64.b64encode(Path(astronaut_path).read_bytes()).decode()
-        response = client.post("/celebbasis/v1/faces", json={"image": image, "face_encoder": "dlib",
-                                                             "thumbnails": True})
-        assert response.status_code == 200, response.text
-        faces = response.json()["faces"]
-        assert response.json()["count"] == 1 and faces[0]["index"] == 0 and len(faces[0]["box"]) == 4
-        assert base64.b64decode(faces[0]["thumbnail"])[:4] == b"\x89PNG"
-        response = client.post("/celebbasis/v1/faces", json={"image": b64_image(), "face_encoder": "dlib"})
-        assert response.status_code == 200 and response.json()["count"] == 0
-
     check = client.post("/celebbasis/v1/names/check", json={"name": "a/b"}).json()
     assert check["level"] == "error" and not check["ok"]
     assert client.post("/celebbasis/v1/names/check", json={"name": "zed_free"}).json()["ok"]
     presets = client.get("/celebbasis/v1/presets").json()
     assert presets["presets"]["Best"]["steps"] == 800 and presets["default"] == "Balanced"
     assert client.get("/celebbasis/v1/progress").json()["busy"] is False
+
+
+@needs_dlib
+def test_faces_with_dlib(api, astronaut_path):
+    client, _, _ = api
+    image = base64.b64encode(Path(astronaut_path).read_bytes()).decode()
+    response = client.post("/celebbasis/v1/faces", json={"image": image, "face_encoder": "dlib", "thumbnails": True})
+    assert response.status_code == 200, response.text
+    faces = response.json()["faces"]
+    assert response.json()["count"] == 1 and faces[0]["index"] == 0 and len(faces[0]["box"]) == 4
+    assert base64.b64decode(faces[0]["thumbnail"])[:4] == b"\x89PNG"
+    response = client.post("/celebbasis/v1/faces", json={"image": b64_image(), "face_encoder": "dlib"})
+    assert response.status_code == 200 and response.json()["count"] == 0
 
 
 def test_auth_with_host_credentials(tmp_path):
