@@ -48,6 +48,21 @@ def tiny_pipeline(arch: str):
     return _PIPELINES[arch]
 
 
+def fresh_pipeline(arch: str):
+    """A pipeline of its own (seed 0, the same weights as ``tiny_pipeline``) that a test may change:
+    loading embeddings grows its tokenizers and text encoders. build_pipeline's tokenizers are
+    shared (lru_cache), so each gets a copy."""
+    import copy
+
+    from celebbasis_ext.architectures import build_pipeline
+
+    pipe = build_pipeline(arch, seed=0)
+    pipe.tokenizer = copy.deepcopy(pipe.tokenizer)
+    if getattr(pipe, "tokenizer_2", None) is not None:
+        pipe.tokenizer_2 = copy.deepcopy(pipe.tokenizer_2)
+    return pipe
+
+
 @pytest.fixture(params=["tiny-sd1", "tiny-sd2", "tiny-sdxl"])
 def any_pipeline(request):
     return tiny_pipeline(request.param)
