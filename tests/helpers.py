@@ -42,3 +42,26 @@ def b64_image(image: Image.Image | None = None, fmt: str = "PNG") -> str:
     buffer = io.BytesIO()
     (image or noise_photo(size=96)).save(buffer, format=fmt)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def state_copy(modules) -> dict:
+    """A clone of every tensor in the modules' state dicts (and each parameter's requires_grad)."""
+    import torch
+
+    copy = {}
+    for index, module in enumerate(modules):
+        for key, tensor in module.state_dict(keep_vars=True).items():
+            grad = tensor.requires_grad if isinstance(tensor, torch.nn.Parameter) else None
+            copy[f"{index}:{key}"] = (tensor.detach().clone(), grad)
+    return copy
+
+
+def assert_bit_identical(before: dict, after: dict) -> None:
+    """The same keys, and every tensor equal bit for bit (torch.equal), same dtype, device and requires_grad."""
+    import torch
+
+    assert before.keys() == after.keys()
+    for key, (tensor, grad) in before.items():
+        other, other_grad = after[key]
+        assert tensor.dtype == other.dtype and tensor.device == other.device and grad == other_grad, key
+        assert torch.equal(tensor, other), key
