@@ -1,4 +1,4 @@
-"""Small helpers shared by tests (names file, noise photos, digests)."""
+"""Small helpers shared by tests (names file, noise photos, model state copies, the dlib marker)."""
 
 from __future__ import annotations
 
