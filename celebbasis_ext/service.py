@@ -4,7 +4,8 @@
 returning a ``ModelAdapter``), the output folder, and the settings, and
 offers the verbs the front ends need: ``detect`` (faces in a photo),
 ``tune`` (photo -> embedding file), ``preview`` (render the new token and
-score each render's likeness), ``identities``, ``delete`` and
+score each render's likeness, with the judge and score of ``celebbasis
+eval``: ``evaluate.scoring``), ``identities``, ``delete`` and
 ``check_name``. It imports neither gradio nor any host module, so it is
 tested on diffusers alone.
 

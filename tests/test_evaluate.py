@@ -15,6 +15,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -129,7 +130,7 @@ def test_end_to_end_renders_scores_every_image_and_writes_three_files(world, tun
 
     report = (out / "report.html").read_text()
     assert report.count("<section class='prompt'") == 3
-    assert all(r["image"] in report for r in records)
+    assert all(quote(r["image"]) in report for r in records)
     assert "overall" in report and "steps=4,learning_rate=0.02" in report
     # each variant's tuned files, with the variant's options
     for label, steps in (("steps=2", "2"), ("steps=4,learning_rate=0.02", "4")):

@@ -23,6 +23,7 @@ import io
 import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
+from urllib.parse import quote
 
 from .runner import EvalPlan, write_text_atomic
 from .stats import Interval, mean_interval
@@ -139,7 +140,7 @@ def write_report(out_dir: Path, plan: EvalPlan, records: Sequence[dict]) -> tupl
     write_text_atomic(files["json"], json.dumps(document, indent=1))
     write_text_atomic(files["csv"], scores_csv(records))
     write_text_atomic(files["html"], report_html(meta, summary, records, plan.prompts,
-                                                 image_src=lambda record: record["image"]))
+                                                 image_src=lambda record: quote(record["image"])))
     return summary, files
 
 
