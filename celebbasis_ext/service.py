@@ -11,9 +11,13 @@ tested on diffusers alone.
 The host plugs itself in with a few callables: ``get_adapter`` (the loaded
 model), ``after_save`` (reload embeddings after a file was written or
 deleted), ``host_progress`` / ``host_should_cancel`` (the host's progress bar
-and Interrupt button), ``render`` (preview images) and ``known_embeddings``
-(names the host has loaded from elsewhere). Two tunings never interleave
-(``lock``); every path written or deleted stays inside the output folder.
+and Interrupt button), ``render`` (preview images, one call per image),
+``host_render_progress`` (the host's bar while previews render),
+``host_interrupt`` (stops the host's sampler when the tab's Interrupt is
+pressed during a preview), ``device`` (where tuning runs, without loading a
+model) and ``known_embeddings`` (names the host has loaded from elsewhere).
+Two jobs never interleave (``lock``); every path written or deleted stays
+inside the output folder.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from .errors import BadInput, Cancelled, CelebBasisError
+from .errors import BadInput, Cancelled, CelebBasisError, TuningFailed
 from .identity import output_path, validate_name
 from .pipeline import FACE_ENCODERS, TuneRequest
 from .tuning import MODES, TuneOptions, TuneProgress
@@ -164,6 +168,9 @@ class CelebBasisService:
         host_progress: Optional[Callable[[TuneProgress], None]] = None,
         host_should_cancel: Optional[Callable[[], bool]] = None,
         vocabulary: Optional[Callable[[str], bool]] = None,
+        host_render_progress: Optional[Callable[[int, int], None]] = None,
+        host_interrupt: Optional[Callable[[], None]] = None,
+        device: Optional[Callable[[], Any]] = None,
     ):
         self._get_adapter = get_adapter
         self._out_dir = out_dir
@@ -173,6 +180,9 @@ class CelebBasisService:
         self.known_embeddings = known_embeddings
         self.host_progress = host_progress
         self.host_should_cancel = host_should_cancel
+        self.host_render_progress = host_render_progress
+        self.host_interrupt = host_interrupt
+        self.device = device
         self._vocabulary = vocabulary
         self.lock = threading.Lock()
         self._files_lock = threading.Lock()
@@ -236,8 +246,22 @@ class CelebBasisService:
 
     # ------------------------------------------------------------------ status and cancel
     def cancel(self) -> None:
-        """Ask a running tuning to stop (nothing is written)."""
+        """Ask a running tuning (nothing is written) or preview to stop.
+
+        While one of ours runs, the host's sampler is interrupted too (a preview
+        renders through it); when none runs, the host is left alone, so the
+        tab's Interrupt never stops someone else's generation.
+        """
         self._cancel.set()
+        if self.busy and self.host_interrupt is not None:
+            try:
+                self.host_interrupt()
+            except Exception:  # noqa: BLE001 - our own flag is set; the host's is a bonus
+                log.warning("could not interrupt the host", exc_info=True)
+
+    def _cancelled(self, should_cancel: Optional[Callable[[], bool]] = None) -> bool:
+        return self._cancel.is_set() or any(
+            callback is not None and callback() for callback in (self.host_should_cancel, should_cancel))
 
     @property
     def busy(self) -> bool:
@@ -255,6 +279,33 @@ class CelebBasisService:
         with self._status_lock:
             for key, value in changes.items():
                 setattr(self._status, key, value)
+
+    # ------------------------------------------------------------------ device and expected time
+    def tuning_device(self) -> Optional[str]:
+        """Where tuning runs ("cpu", "cuda:0", ...), asked of the host without loading a model; None if unknown."""
+        if self.device is None:
+            return None
+        try:
+            value = self.device()
+        except Exception:  # noqa: BLE001 - advice only
+            log.debug("the host's device is unknown", exc_info=True)
+            return None
+        return None if value is None else str(value)
+
+    def expected_time(self, steps: int) -> Optional[dict]:
+        """How long ``steps`` steps should take here, from the newest identity tuned on this kind of device.
+
+        Returns seconds, step_seconds, setup_seconds and name (the identity
+        the figures come from), or None when no earlier run was measured.
+        """
+        kind = _device_kind(self.tuning_device())
+        for row in self.identities():  # newest first
+            if row.get("step_seconds") is None or (kind and _device_kind(row.get("device")) != kind):
+                continue
+            setup = row.get("setup_seconds") or 0.0
+            return {"seconds": setup + int(steps) * row["step_seconds"], "step_seconds": row["step_seconds"],
+                    "setup_seconds": setup, "name": row["name"]}
+        return None
 
     # ------------------------------------------------------------------ faces
     def face_encoder(self, kind: Optional[str] = None):
@@ -371,8 +422,7 @@ class CelebBasisService:
                     callback(update)
 
         def cancelled() -> bool:
-            return self._cancel.is_set() or any(
-                callback is not None and callback() for callback in (self.host_should_cancel, should_cancel))
+            return self._cancelled(should_cancel)
 
         with self.lock:
             self._cancel.clear()
@@ -401,6 +451,7 @@ class CelebBasisService:
     def _tuned(self, name: str, outcome, photos, likeness: bool) -> dict:
         """After the file is written: reload hook, the result, and the likeness when asked."""
         warnings = list(outcome.warnings)
+        self._forget_likeness(name)  # a replaced file's old score does not describe the new one
         reference = _reference_feature(outcome.faces.features)
         if reference is not None:
             self._references[name.lower()] = reference
@@ -452,7 +503,16 @@ class CelebBasisService:
         None where no face was found), likeness (their mean, or None) and note.
         """
         with self.lock:
-            return self._preview_locked(name, photos=photos, count=count, seed=seed, face_index=face_index)
+            self._cancel.clear()
+            self._set_status(busy=True, name=(name or "").strip(), step=0, total=0, loss=None, eta_seconds=None,
+                             started=time.time(), message="rendering previews")
+            try:
+                return self._preview_locked(name, photos=photos, count=count, seed=seed, face_index=face_index)
+            except Cancelled:
+                self._set_status(message="preview interrupted")
+                raise
+            finally:
+                self._set_status(busy=False)
 
     def _preview_locked(self, name: str, photos=None, count: Optional[int] = None, seed: int = 0,
                         face_index: Optional[int] = None) -> dict:
@@ -466,7 +526,7 @@ class CelebBasisService:
         if not 1 <= count <= 16:
             raise BadInput(f"preview count must be from 1 to 16, not {count}")
         templates = [PREVIEW_TEMPLATES[i % len(PREVIEW_TEMPLATES)] for i in range(count)]
-        images = list(self.render(path, name, templates, seed))
+        images = self._render_each(path, name, templates, seed)
         prompts = [template.format(name) for template in templates]
         scores, note = [None] * len(images), None
         encoder, reference = None, self._references.get(name.lower())
@@ -486,9 +546,26 @@ class CelebBasisService:
                 note = "no face found in the previews"
         found = [score for score in scores if score is not None]
         mean = round(sum(found) / len(found), 4) if found else None
-        if mean is not None:
-            self._record_likeness(name, mean)
+        if encoder is not None and reference is not None:  # measured: a score, or "no face in the previews"
+            self._record_likeness(name, mean, None if found else note)
         return {"images": images, "prompts": prompts, "scores": scores, "likeness": mean, "note": note}
+
+    def _render_each(self, path: Path, name: str, templates: list, seed: int) -> list:
+        """One render call per image: the host's bar counts images, and Interrupt stops between (and, through the
+        host's sampler, within) them. Image ``i`` uses seed ``seed + i``, as one batch of ``len(templates)`` would."""
+        images = []
+        for index, template in enumerate(templates):
+            if self._cancelled():
+                raise Cancelled("preview interrupted")
+            self._set_status(message=f"rendering preview {index + 1}/{len(templates)}")
+            if self.host_render_progress is not None:
+                self.host_render_progress(index, len(templates))
+            images.extend(self.render(path, name, [template], seed + index)[:1])
+        if self._cancelled():  # the host's sampler returns a half-done image when interrupted: show none
+            raise Cancelled("preview interrupted")
+        if not images:
+            raise TuningFailed("no preview image was rendered (is a model loaded?)")
+        return images
 
     def _likeness_encoder(self):
         kind = self.resolve_face_encoder()
@@ -522,11 +599,18 @@ class CelebBasisService:
         except (OSError, ValueError):
             return {}
 
-    def _record_likeness(self, name: str, value: float) -> None:
+    def _record_likeness(self, name: str, value: Optional[float], note: Optional[str] = None) -> None:
+        """The identities table's Likeness: the last measured score (or why there is none) per name."""
         with self._files_lock:
             data = self._read_likeness()
-            data[name] = {"likeness": value, "measured": _now()}
+            data[name] = {"likeness": value, "measured": _now(), **({"note": note} if note else {})}
             _write_json_atomic(self._likeness_path(), data)
+
+    def _forget_likeness(self, name: str) -> None:
+        with self._files_lock:
+            data = self._read_likeness()
+            if data.pop(name, None) is not None:
+                _write_json_atomic(self._likeness_path(), data)
 
     # ------------------------------------------------------------------ the identities made
     def identities(self) -> list[dict]:
@@ -543,15 +627,19 @@ class CelebBasisService:
             stat = path.stat()
             created = metadata.get("created") or datetime.datetime.fromtimestamp(
                 stat.st_mtime, datetime.timezone.utc).replace(microsecond=0).isoformat()
-            score = likeness.get(path.stem, {}).get("likeness") if isinstance(likeness.get(path.stem), dict) else None
+            measured = likeness.get(path.stem) if isinstance(likeness.get(path.stem), dict) else {}
             rows.append({
                 "name": path.stem,
                 "date": created,
                 "base_model": metadata.get("base_model") or "",
                 "family": metadata.get("family") or "",
-                "likeness": score,
+                "likeness": _float(measured.get("likeness")),
+                "likeness_note": measured.get("note") if measured else None,
                 "steps": _int(metadata.get("steps")),
                 "method": metadata.get("method") or "",
+                "device": metadata.get("device") or None,
+                "step_seconds": _float(metadata.get("step_seconds")),
+                "setup_seconds": _float(metadata.get("setup_seconds")),
                 "file": str(path),
                 "error": error,
                 "_mtime": stat.st_mtime,
@@ -570,9 +658,7 @@ class CelebBasisService:
             if not path.is_file():
                 raise IdentityNotFound(f"no identity called '{name}' in {self.out_dir}")
             path.unlink()
-            data = self._read_likeness()
-            if data.pop(name, None) is not None:
-                _write_json_atomic(self._likeness_path(), data)
+        self._forget_likeness(name)
         self._references.pop(name.lower(), None)
         warnings: list = []
         self._notify_saved(path, warnings)
@@ -584,6 +670,11 @@ class CelebBasisService:
 # ---------------------------------------------------------------------- helpers
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _device_kind(device: Optional[str]) -> Optional[str]:
+    """"cuda:1" -> "cuda"; None stays None."""
+    return str(device).split(":")[0].strip().lower() or None if device else None
 
 
 def _float(value) -> Optional[float]:
@@ -601,14 +692,13 @@ def _int(value) -> Optional[int]:
 
 
 def _read_metadata(path: Path) -> tuple[dict, Optional[str]]:
-    """The header metadata of a .safetensors file (never unpickles, reads no tensors)."""
-    try:
-        from safetensors import safe_open
+    """The header metadata of a .safetensors file, or an empty dict and why (listed with a note, not fatal)."""
+    from .identity import read_metadata
 
-        with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {}), None
-    except Exception as error:  # noqa: BLE001 - listed with a note, not fatal
-        return {}, f"unreadable ({type(error).__name__})"
+    try:
+        return read_metadata(path), None
+    except BadInput as error:
+        return {}, "unreadable (" + str(error).rsplit("(", 1)[-1]
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
