@@ -7,7 +7,6 @@ costs nothing and changes nothing; the file is written last, atomically.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -140,13 +139,8 @@ def tune_identity(
     encoder=None,
     basis: Optional[CelebBasis] = None,
 ) -> TuneOutcome:
-    """Learn ``request.name`` from ``request.photos`` on the loaded model and write the file.
-
-    The file's metadata also records the device and the time per step and to
-    prepare, from which the tab tells the next user how long a run will take.
-    """
+    """Learn ``request.name`` from ``request.photos`` on the loaded model and write the file."""
     request.validate()
-    started = time.perf_counter()
     warnings = []
     if adapter.is_single_token_word(request.name):
         warnings.append(f"'{request.name}' is a word the model already knows: the embedding will shadow it, "
@@ -165,8 +159,6 @@ def tune_identity(
         batch_size=options.batch_size, resolution=options.resolution or adapter.resolution,
         face_encoder=faces.encoder_name, photos=len(faces.head_crops),
         final_loss=round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 6),
-        device=str(adapter.device), step_seconds=round(result.loop_seconds / max(1, result.steps), 4),
-        setup_seconds=round(time.perf_counter() - started - result.loop_seconds, 2),
     )
     path = save_identity(identity, request.out_dir, overwrite=request.overwrite, half=request.half)
     return TuneOutcome(path, identity, basis, result, faces, warnings)

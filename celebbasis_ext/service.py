@@ -58,6 +58,7 @@ _WHOLE_NUMBER_OPTIONS = ("steps", "seed", "batch_size", "resolution", "pool_size
 PREVIEW_TEMPLATES = ("a photo of {}", "a close-up portrait photo of {}, smiling", "{} in a park, photo",
                      "an oil painting of {}")
 LIKENESS_FILE = "celebbasis-likeness.json"
+TIMING_FILE = "celebbasis-timing.json"  # per device kind: the last run's seconds per step and to prepare
 MAX_PHOTOS = 16
 THUMBNAIL_SIZE = 128
 
@@ -293,19 +294,38 @@ class CelebBasisService:
         return None if value is None else str(value)
 
     def expected_time(self, steps: int) -> Optional[dict]:
-        """How long ``steps`` steps should take here, from the newest identity tuned on this kind of device.
+        """How long ``steps`` steps should take here, from the last run measured on this kind of device.
 
         Returns seconds, step_seconds, setup_seconds and name (the identity
-        the figures come from), or None when no earlier run was measured.
+        that run made), or None when no run was measured yet. The figures are
+        kept beside the files (``TIMING_FILE``), not in them, so that the same
+        seed still gives the same file.
         """
+        timings = _read_json(self.out_dir / TIMING_FILE)
         kind = _device_kind(self.tuning_device())
-        for row in self.identities():  # newest first
-            if row.get("step_seconds") is None or (kind and _device_kind(row.get("device")) != kind):
-                continue
-            setup = row.get("setup_seconds") or 0.0
-            return {"seconds": setup + int(steps) * row["step_seconds"], "step_seconds": row["step_seconds"],
-                    "setup_seconds": setup, "name": row["name"]}
-        return None
+        record = timings.get(kind) if kind else timings.get(timings.get("last", ""))
+        if not isinstance(record, dict) or _float(record.get("step_seconds")) is None:
+            return None
+        step, setup = _float(record["step_seconds"]), _float(record.get("setup_seconds")) or 0.0
+        return {"seconds": setup + int(steps) * step, "step_seconds": step, "setup_seconds": setup,
+                "name": record.get("name")}
+
+    def _record_timing(self, name: str, device, outcome, seconds: float) -> None:
+        kind = _device_kind(None if device is None else str(device))
+        result = outcome.result
+        if not kind or not result.steps:
+            return
+        try:
+            with self._files_lock:
+                path = self.out_dir / TIMING_FILE
+                timings = _read_json(path)
+                timings[kind] = {"name": name, "step_seconds": round(result.loop_seconds / result.steps, 4),
+                                 "setup_seconds": round(max(0.0, seconds - result.loop_seconds), 2),
+                                 "steps": result.steps, "measured": _now()}
+                timings["last"] = kind
+                _write_json_atomic(path, timings)
+        except OSError:  # the embedding is saved; the estimate is advice
+            log.warning("could not record the run's timing", exc_info=True)
 
     # ------------------------------------------------------------------ faces
     def face_encoder(self, kind: Optional[str] = None):
@@ -437,8 +457,11 @@ class CelebBasisService:
                         raise BadInput("no model is loaded: choose a Stable Diffusion checkpoint first")
                     encoder = self.face_encoder(kind) if kind != "none" else None
                     self._set_status(message="tuning")
+                    started = time.perf_counter()
                     outcome = tune_identity(adapter, request, progress=report, should_cancel=cancelled,
                                             encoder=encoder)
+                    self._record_timing(name, getattr(adapter, "device", None), outcome,
+                                        time.perf_counter() - started)
                 except BaseException as error:
                     self._set_status(message="cancelled" if isinstance(error, Cancelled)
                                      else f"failed: {one_line(error)}")
@@ -593,11 +616,7 @@ class CelebBasisService:
         return self.out_dir / LIKENESS_FILE
 
     def _read_likeness(self) -> dict:
-        try:
-            data = json.loads(self._likeness_path().read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        return _read_json(self._likeness_path())
 
     def _record_likeness(self, name: str, value: Optional[float], note: Optional[str] = None) -> None:
         """The identities table's Likeness: the last measured score (or why there is none) per name."""
@@ -637,9 +656,6 @@ class CelebBasisService:
                 "likeness_note": measured.get("note") if measured else None,
                 "steps": _int(metadata.get("steps")),
                 "method": metadata.get("method") or "",
-                "device": metadata.get("device") or None,
-                "step_seconds": _float(metadata.get("step_seconds")),
-                "setup_seconds": _float(metadata.get("setup_seconds")),
                 "file": str(path),
                 "error": error,
                 "_mtime": stat.st_mtime,
@@ -699,6 +715,15 @@ def _read_metadata(path: Path) -> tuple[dict, Optional[str]]:
         return read_metadata(path), None
     except BadInput as error:
         return {}, "unreadable (" + str(error).rsplit("(", 1)[-1]
+
+
+def _read_json(path: Path) -> dict:
+    """A small record beside the embeddings; a missing or damaged one reads as empty."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -129,12 +129,12 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
     assert state_digest([model]) == before
     assert host.modules.progress.current_task is None and state.job_count == 0
 
-    # the expected time, measured on this run (recorded in the file), now stands next to the Train button
-    from celebbasis_ext.identity import read_metadata
+    # the expected time, measured on this run, now stands next to the Train button
+    import json
 
-    metadata = read_metadata(path)
-    assert metadata["device"] == "cpu" and float(metadata["step_seconds"]) > 0
-    expected = float(metadata["setup_seconds"]) + 200 * float(metadata["step_seconds"])
+    timing = json.loads((path.parent / "celebbasis-timing.json").read_text())["cpu"]
+    assert timing["name"] == "zed_host" and timing["steps"] == 2 and timing["step_seconds"] > 0
+    expected = timing["setup_seconds"] + 200 * timing["step_seconds"]
     assert service.expected_time(200)["seconds"] == pytest.approx(expected)
     assert "runs on the CPU" in note and "Expected time for 2 steps" in note
     assert "Expected time for 200 steps" in callbacks.train_note(200)

@@ -103,11 +103,9 @@ def test_cpu_warning_and_expected_time_next_to_train(tab, tmp_path):
     noise_photo(size=96).save(photo)
     *_, train_note, status = train(callbacks, photo, "zed_clock", steps=3)
     assert "Done" in status
-    [row] = [row for row in service.identities() if row["name"] == "zed_clock"]
-    assert row["device"] == "cpu" and row["step_seconds"] > 0 and row["setup_seconds"] > 0
-    estimate = service.expected_time(400)
-    assert estimate["name"] == "zed_clock"
-    assert estimate["seconds"] == pytest.approx(row["setup_seconds"] + 400 * row["step_seconds"])
+    estimate = service.expected_time(400)  # measured on that run, kept beside the files (not in them)
+    assert estimate["name"] == "zed_clock" and estimate["step_seconds"] > 0 and estimate["setup_seconds"] > 0
+    assert estimate["seconds"] == pytest.approx(estimate["setup_seconds"] + 400 * estimate["step_seconds"])
     assert "runs on the CPU" in train_note and "Expected time for 3 steps" in train_note
     assert "Expected time for 400 steps" in callbacks.train_note(400)
 
