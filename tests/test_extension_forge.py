@@ -197,6 +197,14 @@ def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_
     host.processing.process_images = process_images
     assert snapshot(host) == before
 
+    # the size setting, when set, wins over the recorded training size; without either, the family's own
+    size = module.host.preview_size
+    host.shared.opts.data["celebbasis_preview_size"] = 128
+    assert size(path, host.shared.sd_model) == 128
+    host.shared.opts.data["celebbasis_preview_size"] = 0
+    assert size(path, host.shared.sd_model) == 64
+    assert size(tmp_path / "missing.safetensors", host.shared.sd_model) == {"sdxl": 1024, "sd20": 768}.get(kind, 512)
+
 
 @pytest.mark.parametrize("flavor, kind", [("neo", "sdxl"), ("main", "sd15")])
 def test_api_under_queue_lock_and_api_auth(forge, tmp_path, flavor, kind):
