@@ -97,3 +97,26 @@ def test_the_vectors_reach_the_text_encoder(tmp_path):
     assert ids[0, 1:3].tolist() == [len(pipe.tokenizer), len(pipe.tokenizer) + 1]  # two new ids past the vocabulary
     assert torch.equal(seen[0][0, 1:3], vectors)
     assert torch.equal(seen[0][0, 0], embedding.weight[ids[0, 0]])  # other rows as before
+
+
+def test_standalone_prompt_box(tmp_path):
+    """The standalone UI's Render: the token from the output folder, clear refusals, the model unchanged."""
+    from celebbasis_ext.standalone_ui import PromptRender, create_service
+
+    pipe = build_pipeline("tiny-sd1", seed=0)
+    service = create_service(pipe, tmp_path / "embeddings")
+    render = PromptRender(pipe, service)
+    image, used, warnings = render("a photo of annacb", seed=1, steps=2)  # no folder yet: renders, no token
+    assert image.size == (64, 64) and used == [] and warnings == []
+    write_embedding(tmp_path / "embeddings", "annacb", "tiny-sd1", seed=1)
+    before = fingerprint_tables(_tables(pipe))
+    with_token, used, _ = render("a photo of AnnaCB", seed=1, steps=2)
+    assert used == ["annacb"]
+    assert np.abs(_pixels(with_token) - _pixels(image)).max() > 0
+    assert fingerprint_tables(_tables(pipe)) == before
+    with pytest.raises(BadInput, match="type a prompt that uses your token"):
+        render("   ")
+    with service.lock:
+        with pytest.raises(BadInput, match="busy"):
+            render("a photo of annacb")
+    assert not service.lock.locked()
