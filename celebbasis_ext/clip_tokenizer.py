@@ -116,6 +116,20 @@ def download_tokenizer_files(repo: str = HF_TOKENIZER_REPO) -> Path:
     return paths[0].parent
 
 
+def tokenizer_source() -> tuple[str, Path] | None:
+    """Where ``tokenizer_files_dir`` would take the vocabulary from, without writing or downloading anything."""
+    derived = cache_dir() / "clip_tokenizer"
+    if all((derived / name).is_file() for name in TOKENIZER_FILES):
+        return "derived copy", derived
+    bpe = find_bpe_file()
+    if bpe is not None:
+        return "open_clip's merges file", bpe
+    cached = _hf_cached_tokenizer_dir()
+    if cached is not None:
+        return "Hugging Face cache", cached
+    return None
+
+
 def tokenizer_files_dir(allow_download: bool | None = None) -> Path:
     """A folder with ``vocab.json`` and ``merges.txt`` for the CLIP BPE vocabulary.
 

@@ -57,7 +57,9 @@
                 .then(function (p) {
                     if (p.busy) {
                         seenBusy = true;
-                        var text = p.total ? "Step " + p.step + " / " + p.total : (p.message || "Preparing");
+                        // before the first step the message says what is going on (e.g. a face-model download)
+                        var text = p.total && (p.step || !p.message) ? "Step " + p.step + " / " + p.total
+                            : (p.message ? p.message.charAt(0).toUpperCase() + p.message.slice(1) : "Preparing");
                         if (p.loss !== null && p.loss !== undefined) {
                             text += " · loss " + Number(p.loss).toFixed(4);
                         }

@@ -35,8 +35,10 @@ class EncoderEntry:
     """``load(models_dir, webui_root, allow_download=False, providers=None, progress=True)``; raises ModelFilesMissing."""
     how_to_get: Callable[[PathLike, PathLike], str]
     """What a user does to make it available, one clause (joined into the "no encoder" message)."""
-    packages: tuple[str, ...] = ()
-    """Python modules it needs besides numpy/Pillow."""
+    packages: tuple[tuple[str, str], ...] = ()
+    """(module, pip package) pairs it needs besides numpy/Pillow."""
+    get_files: str = ""
+    """The one command that puts its model files in place (shown by ``celebbasis doctor``)."""
     downloads: bool = False
     """``load`` can fetch missing files itself when downloads are allowed."""
 
@@ -44,7 +46,8 @@ class EncoderEntry:
         return self.find(models_dir, webui_root) is not None
 
     def missing_packages(self) -> list[str]:
-        return [name for name in self.packages if importlib.util.find_spec(name) is None]
+        """pip names of the packages it needs that are not installed."""
+        return [pip_name for module, pip_name in self.packages if importlib.util.find_spec(module) is None]
 
 
 # ---------------------------------------------------------------- insightface (buffalo_l on onnxruntime)
@@ -97,7 +100,8 @@ ENCODERS: dict[str, EncoderEntry] = {
         find=_find_insightface,
         load=_load_insightface,
         how_to_get=_get_insightface,
-        packages=("onnxruntime",),
+        packages=(("onnxruntime", "onnxruntime"),),
+        get_files="celebbasis download face-models",
         downloads=True,
     ),
     "dlib": EncoderEntry(
@@ -105,7 +109,8 @@ ENCODERS: dict[str, EncoderEntry] = {
         find=_find_dlib,
         load=_load_dlib,
         how_to_get=_get_dlib,
-        packages=("dlib", "face_recognition_models"),
+        packages=(("dlib", "dlib-bin"), ("face_recognition_models", "face_recognition_models")),
+        get_files=DLIB_INSTALL,
     ),
 }
 """Name -> entry, in the order "auto" prefers them (ArcFace first: the paper's encoder)."""
