@@ -111,7 +111,8 @@ def download_tokenizer_files(repo: str = HF_TOKENIZER_REPO) -> Path:
     try:
         paths = [Path(hf_hub_download(repo, name)) for name in TOKENIZER_FILES]
     except Exception as exc:  # no network, a proxy, the hub down: each its own exception type
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first if len(first) <= 160 else first[:157].rsplit(" ", 1)[0] + " ..."
         raise ModelFilesMissing(f"could not download the CLIP tokenizer files from {repo} ({first})") from None
     return paths[0].parent
 

@@ -176,7 +176,7 @@ def _render_section(gr, render: PromptRender) -> None:
             steps = gr.Slider(minimum=1, maximum=150, step=1, value=20, label="Steps",
                               elem_id="celebbasis_render_steps")
             button = gr.Button("Render", variant="primary", elem_id="celebbasis_render_button")
-        image = gr.Image(label="Image", type="pil", interactive=False, elem_id="celebbasis_render_image")
+        image = gr.Image(label="Image", type="pil", interactive=False, height=384, elem_id="celebbasis_render_image")
         note = gr.HTML(elem_id="celebbasis_render_note")
 
     def on_render(prompt_value, negative_value, seed_value, steps_value):
