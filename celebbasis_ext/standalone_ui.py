@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -107,8 +108,6 @@ class PromptRender:
 
 
 def _mentions(prompt: str, name: str) -> bool:
-    import re
-
     return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", prompt, re.IGNORECASE) is not None
 
 
