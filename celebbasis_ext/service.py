@@ -337,7 +337,12 @@ class CelebBasisService:
 
         settings = self.settings
         return load_face_encoder(kind, models_dir=settings.models_dir or None, allow_download=settings.allow_download,
-                                 webui_root=settings.webui_root or None)
+                                 webui_root=settings.webui_root or None, download_progress=self._download_progress)
+
+    def _download_progress(self, received: int, total: Optional[int]) -> None:
+        """Face models downloading: the progress text says how far (the console shows nothing else)."""
+        size = f" of {total / 2**20:.0f} MB" if total else " MB"
+        self._set_status(message=f"downloading face models: {received / 2**20:.0f}{size}")
 
     def detect(self, photo, face_encoder: Optional[str] = None) -> list[FaceInfo]:
         """The faces in one photo, largest first, each with a square thumbnail."""

@@ -1,4 +1,5 @@
-// CelebBasis tab: progress while training, Send to txt2img, name hints, delete confirmation.
+// CelebBasis tab: progress while training, Send to txt2img (or the standalone prompt box), name hints,
+// delete confirmation.
 // In the WebUI this file is injected after the host's script.js (gradioApp, randomId,
 // requestProgress, updateInput, switch_to_txt2img exist). The standalone UI loads it too,
 // where those helpers are missing: then progress comes from ./celebbasis/v1/progress.
@@ -56,7 +57,9 @@
                 .then(function (p) {
                     if (p.busy) {
                         seenBusy = true;
-                        var text = p.total ? "Step " + p.step + " / " + p.total : (p.message || "Preparing");
+                        // before the first step the message says what is going on (e.g. a face-model download)
+                        var text = p.total && (p.step || !p.message) ? "Step " + p.step + " / " + p.total
+                            : (p.message ? p.message.charAt(0).toUpperCase() + p.message.slice(1) : "Preparing");
                         if (p.loss !== null && p.loss !== undefined) {
                             text += " · loss " + Number(p.loss).toFixed(4);
                         }
@@ -100,7 +103,8 @@
         return withProgress(arguments);
     };
 
-    // Send to txt2img: append the token to the txt2img prompt and switch tabs.
+    // Send to txt2img: append the token to the txt2img prompt and switch tabs. The standalone
+    // UI has no txt2img: the token goes to its own prompt box below the tab.
     window.celebbasis_send_to_txt2img = function () {
         var args = Array.from(arguments);
         var token = String(args[0] || "").trim();
@@ -108,6 +112,15 @@
             return [];
         }
         var prompt = root().querySelector("#txt2img_prompt textarea");
+        var own = root().querySelector("#celebbasis_render_prompt textarea");
+        if (!prompt && own) {
+            var current = own.value.replace(/\s+$/, "");
+            own.value = current ? current + ", " + token : "a photo of " + token;
+            own.dispatchEvent(new Event("input", {bubbles: true}));
+            own.scrollIntoView({block: "center"});
+            own.focus();
+            return [];
+        }
         if (!prompt) {
             if (navigator.clipboard && navigator.clipboard.writeText) {
                 navigator.clipboard.writeText(token).catch(function () {});

@@ -1,4 +1,4 @@
-"""A real browser drives the standalone UI: upload a photo, press Train, see the token and the file.
+"""A real browser drives the standalone UI: upload a photo, press Train, see the token and the file, render it.
 
 Headless Debian Chromium (/usr/bin/chromium) through Python Playwright; no
 browser is ever downloaded. Skipped, with the reason, when chromium,
@@ -98,6 +98,20 @@ def test_upload_train_see_token_and_file(server, tmp_path):
             page.wait_for_function(
                 "() => document.querySelector('#celebbasis_identities').innerText.includes('zed_browser')",
                 timeout=30_000)
+            assert page.evaluate("typeof window.celebbasis_train") == "function"  # the script was injected
+            assert "#celebbasis_train" in page.evaluate(
+                "Array.from(document.querySelectorAll('style')).map(s => s.textContent).join(' ')")  # our CSS too
+            # No txt2img here: "Use in prompt" fills the page's own prompt box, Render draws with the token.
+            assert page.inner_text("#celebbasis_send").strip() == "Use in prompt"
+            page.click("#celebbasis_send")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_render_prompt textarea').value === 'a photo of zed_browser'",
+                timeout=30_000)
+            page.click("#celebbasis_render_button")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_render_note').innerText.includes('Rendered with zed_browser')",
+                timeout=120_000)
+            assert page.locator("#celebbasis_render_image img").count() == 1
             # A page opened afterwards lists it too (the table is filled at page load, not at UI build).
             fresh = browser.new_page()
             fresh.goto(server.url, wait_until="domcontentloaded")

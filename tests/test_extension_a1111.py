@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import b64_image, noise_photo
-from host_helpers import fast_settings, gradio_available, needs_gradio, our_callbacks, queued_function
+from host_helpers import fast_settings, needs_gradio, our_callbacks, queued_function
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "host_standins" / "a1111"
@@ -57,13 +57,6 @@ def test_loads_registers_and_reads_settings(booted):
     assert Path(sys.modules["celebbasis_ext"].__file__).resolve().parent == ROOT / "celebbasis_ext"
     assert not any(name == "ldm" or name.startswith(("ldm.", "sgm")) for name in sys.modules)
 
-    if gradio_available:  # the settings' components are gradio classes
-        host.modules.script_callbacks.ui_settings_callback()
-        labels = host.shared.opts.data_labels
-        ours = {key: info for key, info in labels.items() if key.startswith("celebbasis_")}
-        assert set(ours) == set(module.host.OPTIONS)
-        assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
-
     settings = module.service().settings
     assert settings.allow_download is False  # --celebbasis-no-download wins over the setting
     host.shared.opts.data["celebbasis_allow_download"] = True
@@ -79,6 +72,16 @@ def test_loads_registers_and_reads_settings(booted):
     host.shared.opts.data["celebbasis_subfolder"] = "../../elsewhere"
     assert module.service().out_dir == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis"
     host.shared.opts.data["celebbasis_subfolder"] = "celebbasis"
+
+
+@needs_gradio  # the settings' components are gradio classes
+def test_settings_section_lists_every_option(booted):
+    host, _ = booted
+    module = script_module(host)
+    host.modules.script_callbacks.ui_settings_callback()
+    ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
+    assert set(ours) == set(module.host.OPTIONS)
+    assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
 
 
 @needs_gradio

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from helpers import b64_image, noise_photo
-from host_helpers import (fast_settings, gradio_available, in_worker, needs_gradio, our_callbacks,
+from host_helpers import (fast_settings, in_worker, needs_gradio, our_callbacks,
                           queued_function)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,15 +69,7 @@ def test_loads_registers_and_reads_settings(forge, tmp_path, flavor):
     if flavor == "neo":
         with pytest.raises(ImportError):
             import modules.sd_hijack  # noqa: F401 - Neo has none
-
-    if gradio_available:
-        host.modules.script_callbacks.ui_settings_callback()
-        ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
-        assert set(ours) == set(module.host.OPTIONS)
-        assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
-        [(blocks, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
-        assert (title, elem_id) == ("CelebBasis", "celebbasis")
-    assert type(host.shared.sd_model).__name__ == "FakeInitialModel"  # registering and building loaded nothing
+    assert type(host.shared.sd_model).__name__ == "FakeInitialModel"  # registering loaded nothing
 
     service = module.service()
     assert service.settings.allow_download is False
@@ -85,6 +77,20 @@ def test_loads_registers_and_reads_settings(forge, tmp_path, flavor):
     expected = "embeddings" if flavor == "main" else "models/embeddings"
     assert Path(host.shared.cmd_opts.embeddings_dir) == host.root / expected
     assert service.check_name("zed_free").ok
+
+
+@needs_gradio
+@pytest.mark.parametrize("flavor", ["neo", "main"])
+def test_settings_section_and_tab_are_built_without_loading_a_model(forge, tmp_path, flavor):
+    host = forge.boot(tmp_path / "webui", flavor=flavor, kind="sd15", load=False, args=ARGS, extensions=[ROOT])
+    module = script_module(host)
+    host.modules.script_callbacks.ui_settings_callback()
+    ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
+    assert set(ours) == set(module.host.OPTIONS)
+    assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
+    [(_, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
+    assert (title, elem_id) == ("CelebBasis", "celebbasis")
+    assert type(host.shared.sd_model).__name__ == "FakeInitialModel"  # building the tab loaded nothing
 
 
 @needs_gradio

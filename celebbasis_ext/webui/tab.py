@@ -342,12 +342,13 @@ class TabCallbacks:
 
 
 def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = None, *,
-              callbacks: Optional[TabCallbacks] = None):
+              callbacks: Optional[TabCallbacks] = None, send_label: str = "Send to txt2img"):
     """The tab as a ``gr.Blocks`` (the host renders it; the standalone UI wraps it).
 
     ``queue_wrapper(fn, extra_outputs=[...])``: the host's GPU queue
     (``wrap_gradio_gpu_call``) for Train and Preview. Component ids start with
-    ``celebbasis_`` (the JavaScript and the CSS use them).
+    ``celebbasis_`` (the JavaScript and the CSS use them). ``send_label``: the
+    standalone UI's send button fills its own prompt box ("Use in prompt").
     """
     gr = import_gradio()
 
@@ -404,7 +405,7 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
                     token = gr.Textbox(label="Token", interactive=True, max_lines=1, elem_id="celebbasis_token")
                     file = gr.Textbox(label="File", interactive=False, max_lines=1, elem_id="celebbasis_file")
                 with gr.Row():
-                    send = gr.Button("Send to txt2img", elem_id="celebbasis_send")
+                    send = gr.Button(send_label, elem_id="celebbasis_send")
                     preview = gr.Button("Preview", elem_id="celebbasis_preview_button")
                 previews = gr.Gallery(label="Preview", columns=4, height=220, elem_id="celebbasis_previews")
                 likeness = gr.HTML(elem_id="celebbasis_likeness")
