@@ -126,7 +126,7 @@ def create_service(pipe, out_dir="embeddings", *, model_name: str = "", face_enc
                                names_file=names_file, preview_steps=preview_steps, default_preset=default_preset,
                                save_fp16=save_fp16, basis_cache_dir=basis_cache_dir)
     return CelebBasisService(lambda: adapter, out_dir, settings,
-                             render=DiffusersPreview(pipe, adapter, steps=preview_steps))
+                             render=DiffusersPreview(pipe, adapter, steps=preview_steps), device=lambda: adapter.device)
 
 
 def build_app(service, title: str = "CelebBasis", *, pipe=None):

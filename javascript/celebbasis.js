@@ -64,7 +64,8 @@
                             text += " · loss " + Number(p.loss).toFixed(4);
                         }
                         if (p.eta_seconds !== null && p.eta_seconds !== undefined && p.step) {
-                            text += " · ETA " + formatSeconds(p.eta_seconds);
+                            // measured from the first steps
+                            text += " · about " + formatSeconds(p.eta_seconds) + " left";
                         }
                         setProgressText(text);
                     }
@@ -79,9 +80,10 @@
         setTimeout(tick, 300);
     }
 
-    // Train button: give the run a task id (first input) and show the host's progress bar.
-    window.celebbasis_train = function () {
-        var args = Array.from(arguments);
+    // Train and Preview: give the run a task id (first input) and show the host's progress bar (with its
+    // ETA) under the Train button; in the standalone UI, our own progress line there.
+    function withProgress(args) {
+        args = Array.from(args);
         var id = newTaskId();
         args[0] = id;
         var box = el("celebbasis_progress");
@@ -91,6 +93,14 @@
             pollOwnProgress();
         }
         return args;
+    }
+
+    window.celebbasis_train = function () {
+        return withProgress(arguments);
+    };
+
+    window.celebbasis_preview = function () {
+        return withProgress(arguments);
     };
 
     // Send to txt2img: append the token to the txt2img prompt and switch tabs. The standalone
