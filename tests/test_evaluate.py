@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
 from PIL import ImageOps
 
 from helpers import noise_photo

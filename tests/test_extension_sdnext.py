@@ -136,9 +136,10 @@ def test_tab_trains_through_the_host_queue_and_the_next_prompt_uses_it(sdnext, t
     photo = tmp_path / "photo.png"
     noise_photo(size=96).save(photo)
     before = pipeline_state(host)
-    token, file, _, _, _, status = in_worker(train, "task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2, 0.01,
-                                             23, "auto", "none", "auto (largest face)", False)
+    token, file, _, _, _, note, status = in_worker(train, "task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2,
+                                                   0.01, 23, "auto", "none", "auto (largest face)", False)
     assert token == "zed_host", status
+    assert "runs on the CPU" in note  # SD.Next's devices.device
     assert "Done" in status and "Time:" in status  # SD.Next's wrapper appended its timing
     path = Path(file)
     assert path.is_file() and path.parent == (host.root / "models" / "embeddings" / "celebbasis").resolve()

@@ -187,9 +187,9 @@ def test_dlib_detect_tune_and_likeness(tmp_path, astronaut_path):
 
     crop = extract_face(str(astronaut_path), load_face_encoder("dlib")).head_crop
 
-    def render(path, name, templates, seed):
-        assert Path(path).is_file() and name == "zed_astro"
-        return [crop, Image.new("RGB", (128, 128), "gray")][: len(templates)]
+    def render(path, name, templates, seed):  # one call per image, image i with seed i
+        assert Path(path).is_file() and name == "zed_astro" and len(templates) == 1
+        return [[crop, Image.new("RGB", (128, 128), "gray")][seed % 2]]
 
     service = make_service(tmp_path, face_encoder="dlib", render=render)
     [face] = service.detect(str(astronaut_path))

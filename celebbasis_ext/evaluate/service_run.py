@@ -124,7 +124,8 @@ def evaluate_identities(service, names: Sequence[str], photos: Sequence = (), pr
                     seeds=list(range(seeds)), judge=judge, render=render, prompt_scorer=scorer,
                     settings={"renderer": "the host's txt2img", "judge": judge.name, "clip": clip or "none",
                               "prompt_set": prompt_set})
-    outcome = service.run_exclusive(lambda should_cancel: run_eval(plan, should_cancel=should_cancel))
+    outcome = service.run_exclusive(", ".join(names),
+                                    lambda should_cancel: run_eval(plan, should_cancel=should_cancel))
     return outcome, plan
 
 
