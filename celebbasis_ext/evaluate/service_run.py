@@ -122,7 +122,7 @@ def evaluate_identities(service, names: Sequence[str], photos: Sequence = (), pr
                       {"files": [str(path) for path in paths.values()]})
     plan = EvalPlan(out_dir=folder, variants=[variant], references=references, prompts=chosen,
                     seeds=list(range(seeds)), judge=judge, render=render, prompt_scorer=scorer,
-                    settings={"renderer": "the host's txt2img", "judge": judge.name, "clip": clip or "none",
+                    settings={"renderer": "the tab's preview renderer", "judge": judge.name, "clip": clip or "none",
                               "prompt_set": prompt_set})
     outcome = service.run_exclusive(", ".join(names),
                                     lambda should_cancel: run_eval(plan, should_cancel=should_cancel))
