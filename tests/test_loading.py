@@ -1,4 +1,4 @@
-"""loading.py: tiny models from diffusers folders and original-layout single files, offline."""
+"""celebbasis_ext.loading: tiny models from diffusers folders and original-layout single files, offline."""
 
 from __future__ import annotations
 
@@ -350,19 +350,20 @@ def test_real_size_checkpoints_are_recognised_and_fully_converted(name, family, 
     recognised, and diffusers' converter, given the config folder we write, fills every weight."""
     from diffusers.loaders import single_file_utils as sfu
 
-    from celebbasis_ext import loading
     from celebbasis_ext.adapter import ModelFamily
+    from celebbasis_ext.loading import ModelInfo, config_folder_for
+    from celebbasis_ext.loading.recognise import decide_prediction, detect_family, match_architecture
 
     models = checkpoints.meta_models(name)
     state = checkpoints.pipeline_to_ldm(models)
     header = checkpoints.header_of(state)
-    found = loading._detect_family(header, f"{name}.safetensors")
+    found = detect_family(header, f"{name}.safetensors")
     assert found == ModelFamily(family)
-    assert loading._match_architecture(header, found, None, f"{name}.safetensors") == name
-    prediction, _ = loading._decide_prediction(tmp_path / f"{name}.safetensors", found, header, None)
-    info = loading.ModelInfo(str(tmp_path / f"{name}.safetensors"), "single_file", found, name, prediction,
-                             "default", resolution)
-    folder = loading.config_folder_for(info)
+    assert match_architecture(header, found, None, f"{name}.safetensors") == name
+    prediction, _ = decide_prediction(tmp_path / f"{name}.safetensors", found, header, None)
+    info = ModelInfo(str(tmp_path / f"{name}.safetensors"), "single_file", found, name, prediction,
+                     "default", resolution)
+    folder = config_folder_for(info)
 
     def same_shapes(converted, model):
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("position_ids")}
