@@ -154,24 +154,6 @@ def test_describe_a_pipeline_built_in_memory():
     assert describe_model(tiny_pipeline("tiny-sdxl"))["text_encoder_widths"] == [32, 48]
 
 
-def test_hugging_face_id_is_looked_up_in_the_local_cache_only(models, monkeypatch):
-    import huggingface_hub
-
-    calls = []
-
-    def snapshot_download(repo_id, local_files_only=False, **kwargs):
-        calls.append((repo_id, local_files_only))
-        if repo_id != "someone/tiny-sd1":
-            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
-        return str(models["tiny-sd1"]["folder"])
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    assert describe_model("someone/tiny-sd1")["name"] == "someone/tiny-sd1"
-    with pytest.raises(BadInput, match="model not found: someone/else"):
-        describe_model("someone/else")
-    assert calls == [("someone/tiny-sd1", True), ("someone/else", True)]
-
-
 def test_explicit_architecture(models):
     path = models["tiny-sd1"]["file"]
     pipe = load_pipeline(path, device="cpu", architecture="tiny-sd1")
