@@ -6,6 +6,11 @@ backward pass, on the same inputs, with nothing else. The engine's step adds
 sampling, the mapping layer, the optimiser and the EMA; ``ratio`` says what
 that costs. Real-size architectures are built with random weights, which cost
 exactly what the real weights cost.
+
+Step and floor samples are taken in turn (step, floor, step, floor, ...), so
+that a machine busy with something else slows both alike; the report gives
+the minimum and the median of each, the ratio of the medians and of the
+minima, and the load average and torch's thread count while they ran.
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ class BenchReport:
     batch_size: int
     steps: int
     repeats: int
-    step_seconds: float
-    floor_seconds: float
-    ratio: float
+    step_seconds: float  # median
+    floor_seconds: float  # median
+    ratio: float  # of the medians
     identity_seconds: float
     identity_steps: int
     peak_memory_mb: float
@@ -51,6 +56,18 @@ class BenchReport:
     torch_version: str = torch.__version__
     step_samples: list = field(default_factory=list)
     floor_samples: list = field(default_factory=list)
+    step_min_seconds: float = 0.0
+    floor_min_seconds: float = 0.0
+    ratio_of_mins: float = 0.0
+    threads: int = 0  # torch.get_num_threads() while measuring
+    load_average: list = field(default_factory=list)  # 1-minute load average before and after the samples
+
+
+def _load_average() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on Windows
+        return float("nan")
 
 
 def _sync(device: torch.device) -> None:
@@ -123,15 +140,18 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
     tune(adapter, basis, [photo], features, TuneOptions(**{**asdict(run), "steps": 2}))  # warm-up
     warmup = time.perf_counter() - started
     log(f"warm-up (2 steps): {warmup:.1f} s")
-    step_samples = []
-    for _ in range(repeats):
-        result = tune(adapter, basis, [photo], features, run)
-        step_samples.append(result.loop_seconds / steps)
-        log(f"step: {step_samples[-1] * 1000:.1f} ms")
     resolution = run.resolution or adapter.resolution
     latents = adapter.encode_images(torch.zeros(run.batch_size, 3, resolution, resolution)).float()
-    floor_samples = [floor_step_seconds(adapter, basis, latents, run, steps) for _ in range(repeats)]
-    log(f"floor: {statistics.median(floor_samples) * 1000:.1f} ms")
+    floor_step_seconds(adapter, basis, latents, run, 1)  # warm-up of the floor's own path
+    step_samples, floor_samples = [], []
+    load_before = _load_average()
+    for repeat in range(repeats):  # in turn, so that other work on the machine slows both alike
+        result = tune(adapter, basis, [photo], features, run)
+        step_samples.append(result.loop_seconds / steps)
+        floor_samples.append(floor_step_seconds(adapter, basis, latents, run, steps))
+        log(f"sample {repeat + 1}/{repeats}: step {step_samples[-1] * 1000:.1f} ms, "
+            f"floor {floor_samples[-1] * 1000:.1f} ms")
+    load_after = _load_average()
 
     if identity_steps is None:
         from .service import DEFAULT_PRESET, PRESETS
@@ -154,7 +174,9 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
         identity_steps=identity_steps, peak_memory_mb=_peak_memory_mb(device), basis_build_seconds=basis_build,
         basis_cached_seconds=basis_cached, write_seconds=write, step_samples=step_samples,
         floor_samples=floor_samples, warmup_seconds=warmup, channels_last=getattr(adapter, "channels_last", False),
-        compiled=getattr(adapter, "compile_unet", False),
+        compiled=getattr(adapter, "compile_unet", False), step_min_seconds=min(step_samples),
+        floor_min_seconds=min(floor_samples), ratio_of_mins=min(step_samples) / min(floor_samples),
+        threads=torch.get_num_threads(), load_average=[load_before, load_after],
     )
 
 
@@ -162,9 +184,13 @@ def format_report(report: BenchReport) -> str:
     rows = [
         ("model", f"{report.model} ({report.family}) on {report.device}, {report.dtype}, {report.resolution} px, "
                   f"batch {report.batch_size}"),
-        ("step", f"{report.step_seconds * 1000:.1f} ms (median of {report.repeats} x {report.steps} steps)"),
-        ("floor", f"{report.floor_seconds * 1000:.1f} ms (text encoder + UNet forward/backward)"),
-        ("ratio", f"{report.ratio:.3f}"),
+        ("step", f"median {report.step_seconds * 1000:.1f} ms, min {report.step_min_seconds * 1000:.1f} ms "
+                 f"({report.repeats} samples of {report.steps} steps, in turn with the floor's)"),
+        ("floor", f"median {report.floor_seconds * 1000:.1f} ms, min {report.floor_min_seconds * 1000:.1f} ms "
+                  "(text encoder + UNet forward/backward)"),
+        ("ratio", f"{report.ratio:.3f} (medians), {report.ratio_of_mins:.3f} (minima)"),
+        ("machine", f"load average {report.load_average[0]:.2f} -> {report.load_average[1]:.2f}, "
+                    f"{report.threads} torch threads"),
         ("one identity", f"{report.identity_seconds:.1f} s ({report.identity_steps} steps)"),
         ("peak memory", f"{report.peak_memory_mb:.0f} MB"),
         ("basis", f"{report.basis_build_seconds:.2f} s to build, {report.basis_cached_seconds:.3f} s from cache"),
