@@ -25,10 +25,10 @@ def test_bench_takes_step_and_floor_samples_in_turn(capsys, tmp_path, monkeypatc
     from celebbasis_ext import bench, tuning
 
     order = []
-    real_tune, real_floor = tuning.tune, bench.floor_step_seconds
+    real_tune, real_floor = tuning.tune, bench.floor_step_times
 
     def tune(*args, **kwargs):
-        order.append(("step", args[-1].steps if len(args) > 4 else kwargs["options"].steps))
+        order.append(("step", args[4].steps))
         return real_tune(*args, **kwargs)
 
     def floor(*args, **kwargs):
@@ -36,23 +36,28 @@ def test_bench_takes_step_and_floor_samples_in_turn(capsys, tmp_path, monkeypatc
         return real_floor(*args, **kwargs)
 
     monkeypatch.setattr(tuning, "tune", tune)
-    monkeypatch.setattr(bench, "floor_step_seconds", floor)
+    monkeypatch.setattr(bench, "floor_step_times", floor)
     out = tmp_path / "bench.json"
-    code = main(["bench", "--arch", "tiny-sd1", "--steps", "3", "--repeats", "3", "--identity-steps", "2",
+    code = main(["bench", "--arch", "tiny-sd1", "--steps", "5", "--repeats", "3", "--identity-steps", "2",
                  "--json", str(out)])
     assert code == 0, capsys.readouterr().err
-    timed = [kind for kind, steps in order if steps == 3]
-    assert timed == ["step", "floor"] * 3
+    # the warm-up and the one-identity run are 2-step runs; each sample times steps 2..5 against 4 floor steps
+    assert [call for call in order if call[1] != 2] == [("step", 5), ("floor", 4)] * 3
     report = json.loads(out.read_text())
     for kind in ("step", "floor"):
         samples = report[f"{kind}_samples"]
-        assert len(samples) == 3
+        assert len(samples) == 3 and len(report[f"{kind}_cpu_samples"]) == 3
         assert report[f"{kind}_min_seconds"] == min(samples)
         assert report[f"{kind}_seconds"] == sorted(samples)[1]  # the median of three
     assert abs(report["ratio_of_mins"] - min(report["step_samples"]) / min(report["floor_samples"])) < 1e-9
+    assert abs(report["cpu_ratio"] - sorted(report["step_cpu_samples"])[1] / sorted(report["floor_cpu_samples"])[1]) \
+        < 1e-9
     assert report["threads"] >= 1 and len(report["load_average"]) == 2
     printed = capsys.readouterr().out
     assert "(medians)" in printed and "(minima)" in printed and "load average" in printed
+
+    assert main(["bench", "--arch", "tiny-sd1", "--steps", "1"]) == 2
+    assert "at least 2 steps" in capsys.readouterr().err
 
 
 def test_tune_batch_one_identity_per_photo_and_folder(capsys, tmp_path):
