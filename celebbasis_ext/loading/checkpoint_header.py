@@ -62,6 +62,7 @@ def read_safetensors_header(path: Path) -> tuple[dict, dict]:
 
 
 def first_key(keys, *candidates: str) -> Optional[str]:
+    """The first of ``candidates`` present in ``keys``, or None."""
     for key in candidates:
         if key in keys:
             return key

@@ -27,6 +27,7 @@ def _read_json(path: Path) -> dict:
 
 
 def inspect_folder(path: Path, prediction_type: Optional[str]) -> ModelInfo:
+    """Recognise a diffusers folder from its ``model_index.json`` and configs (no weights read)."""
     index_file = path / "model_index.json"
     if not index_file.is_file():
         hint = ""
@@ -93,6 +94,7 @@ def _folder_variant(path: Path) -> Optional[str]:
 
 
 def load_folder(path: Path, info: ModelInfo, torch_dtype):
+    """``from_pretrained`` offline, safetensors only (pickled ``.bin`` weights are refused)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     kwargs: dict[str, Any] = {"local_files_only": True, "torch_dtype": torch_dtype, "use_safetensors": True}

@@ -185,6 +185,7 @@ def _http_message(hub: HubModel, error) -> str:
 
 
 def downloads_show_progress() -> bool:
+    """False under ``HF_HUB_DISABLE_PROGRESS_BARS=1``."""
     return os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().upper() not in ("1", "ON", "YES", "TRUE")
 
 

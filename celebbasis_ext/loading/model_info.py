@@ -74,6 +74,7 @@ def pipeline_family(pipe) -> ModelFamily:
 
 
 def check_in_channels(channels: int, name: str) -> None:
+    """Refuse inpainting (9), instruct-pix2pix (8) and other non-4-channel UNets by name."""
     if channels == 9:
         raise UnsupportedModel(
             f"{name} is an inpainting model (its UNet takes 9 input channels): use the base model it was made from"

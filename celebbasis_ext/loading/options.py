@@ -66,6 +66,7 @@ def resolve_dtype(dtype: Any, device, family: Optional[ModelFamily] = None):
 
 
 def normalize_prediction_type(value: Optional[str]) -> Optional[str]:
+    """``epsilon``/``v_prediction``, or None for auto."""
     if value is None or str(value).lower() in ("", "auto"):
         return None
     name = str(value).lower().replace("-", "_")

@@ -15,6 +15,7 @@ from .model_info import ModelInfo, check_in_channels
 
 
 def detect_family(header: dict, name: str) -> ModelFamily:
+    """SD1, SD2 or SDXL from key names; every other kind of file refused with what it is."""
     keys = header.keys()
     if not keys:
         raise BadInput(f"{name} holds no tensors: not a Stable Diffusion checkpoint")
@@ -76,6 +77,7 @@ def _text_layers_ldm(header: dict, family: ModelFamily) -> list[tuple[int, int]]
 
 
 def signature_of_checkpoint(header: dict, family: ModelFamily) -> dict:
+    """The sizes that tell architectures apart, read from the header."""
     unet_in = header.get(UNET + "input_blocks.0.0.weight")
     cross = next((header[k]["shape"][1] for k in header
                   if k.startswith(UNET) and k.endswith("attn2.to_k.weight")), 0)
@@ -124,6 +126,7 @@ def _signatures_match(found: dict, expected: dict, family: ModelFamily) -> bool:
 
 
 def match_architecture(header: dict, family: ModelFamily, requested: Optional[str], name: str) -> str:
+    """The ``architectures.py`` name whose sizes the checkpoint has (or ``requested``, checked)."""
     from ..architectures import ARCHITECTURES, get_architecture
 
     found = signature_of_checkpoint(header, family)
@@ -176,6 +179,7 @@ def _yaml_parameterization(path: Path) -> Optional[str]:
 
 
 def decide_prediction(path: Path, family: ModelFamily, header: dict, requested: Optional[str]) -> tuple[str, str]:
+    """(prediction type, where it came from): argument, marker key, YAML, file name, default."""
     if requested:
         return requested, "argument"
     if "v_pred" in header:
@@ -193,6 +197,7 @@ def decide_prediction(path: Path, family: ModelFamily, header: dict, requested: 
 
 
 def inspect_single_file(path: Path, prediction_type: Optional[str], architecture: Optional[str]):
+    """(``ModelInfo``, header) of a single-file checkpoint, from its header alone."""
     header, _ = read_safetensors_header(path)
     family = detect_family(header, path.name)
     arch_name = match_architecture(header, family, architecture, path.name)

@@ -22,6 +22,7 @@ def _diffusers_supports_config_folder() -> bool:
 
 
 def load_single_file(path: Path, info: ModelInfo, header: dict, torch_dtype):
+    """``from_single_file`` with our config folder, then the check that the weights came from the file."""
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
