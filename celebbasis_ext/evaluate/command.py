@@ -109,7 +109,8 @@ def run(args, load_model) -> int:
     if any(p.people == 2 for p in prompts) and len(identities.photos) < 2:
         raise BadInput("two-person prompts need at least two identities")
     out_dir = Path(args.out).expanduser().resolve()
-    settings = {"model": os.path.abspath(args.model), "steps": args.steps, "guidance": args.guidance,
+    model = os.path.abspath(args.model) if os.path.exists(args.model) else args.model  # a path or a hub id
+    settings = {"model": model, "steps": args.steps, "guidance": args.guidance,
                 "width": args.width, "height": args.height, "negative": args.negative, "clip": args.clip,
                 "dtype": args.dtype, "photos": os.path.abspath(args.photos)}
     check_resumable(out_dir, settings, only=list(settings))  # before the model is loaded
