@@ -90,7 +90,7 @@ def comfy_family(model, clip) -> ModelFamily:
         raise UnsupportedModel(f"the model's UNet takes {in_channels} channels (an inpainting model): "
                                "load the matching base checkpoint to tune")
     stage = getattr(clip, "cond_stage_model", None)
-    found = [name for name in ("clip_l", "clip_g", "clip_h") if getattr(stage, name, None) is not None]
+    found = [name for name in ("clip_l", "clip_g", "clip_h") if isinstance(getattr(stage, name, None), torch.nn.Module)]
     if kind == "SDXL":
         family = ModelFamily.SDXL
     else:
@@ -99,7 +99,7 @@ def comfy_family(model, clip) -> ModelFamily:
     config = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
     widths = [int(getattr(stage, name).transformer.get_input_embeddings().weight.shape[1])
               for name in wanted if name in found]
-    if len(widths) != len(wanted) or config.get("context_dim") not in (None, sum(widths)):
+    if found != wanted or config.get("context_dim") not in (None, sum(widths)):
         raise UnsupportedModel(f"the CLIP input does not belong to this {family.value.upper()} model (it has "
                                f"{', '.join(found) or 'no CLIP text encoder'}, {sum(widths)} wide; the UNet reads "
                                f"{config.get('context_dim')} wide): connect the CLIP of the same checkpoint")
