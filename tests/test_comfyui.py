@@ -12,6 +12,7 @@ are bit for bit as before.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def astronaut(tmp_path_factory):
 
 def tune(host, model, clip, vae, photo, name="anna_k", steps=STEPS, **extra):
     inputs = dict(model=model, clip=clip, vae=vae, image=image_batch(photo), name=name, preset="Fast", steps=steps,
-                  seed=3, face_encoder="dlib", resolution=64)
+                  training_seed=3, face_encoder="dlib", resolution=64)
     return host.execute("CelebBasisTune", **{**inputs, **extra})
 
 
@@ -99,7 +100,8 @@ spec.loader.exec_module(module)
 seconds = time.perf_counter() - started
 heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "gradio", "modules", "comfy", "diffusers",
                 "transformers", "onnxruntime", "dlib", "insightface", "safetensors", "fastapi"})
-engine = sorted(n for n in sys.modules if n.startswith("celebbasis_ext.") and not n.startswith("celebbasis_ext.comfyui"))
+engine = sorted(n for n in sys.modules
+                if n.startswith("celebbasis_ext.") and not n.startswith("celebbasis_ext.comfyui"))
 print(json.dumps({"nodes": sorted(module.NODE_CLASS_MAPPINGS), "names": module.NODE_DISPLAY_NAME_MAPPINGS,
                   "heavy": heavy, "engine": engine, "path_kept": sys.path == path_before, "seconds": seconds}))
 """
@@ -188,7 +190,7 @@ def test_tune_through_a_lora_clone_trains_on_the_patched_weights_and_the_base_co
 
     calls = host.model_management.load_calls
     assert calls and calls[0]["models"][0] is lora and calls[0]["inference_mode"]
-    assert model.model.current_weight_patches_uuid == lora.patches_uuid  # loaded with its patches, as sampling leaves it
+    assert model.model.current_weight_patches_uuid == lora.patches_uuid  # loaded with its patches, as for sampling
     host.model_management.unload_all_models()  # (unpatching makes new Parameters with requires_grad=False)
     values = {key: value.split("|")[-1] for key, value in model_state(model, clip, vae)["digest"].items()}
     assert values == {key: value.split("|")[-1] for key, value in before["digest"].items()}
@@ -251,9 +253,35 @@ def test_bad_input_gets_one_line_and_changes_nothing(comfyui, tmp_path, astronau
 
     existing = embeddings(host) / "anna_k.safetensors"
     existing.write_bytes(b"someone else's file")
-    with pytest.raises(BadInput, match="anna_k.safetensors already exists"):
+    with pytest.raises(BadInput, match="anna_k.safetensors already exists .* set if_exists to overwrite or use"):
         tune(host, model, clip, vae, astronaut)
+    with pytest.raises(BadInput, match="anna_k.safetensors is not a readable .safetensors file"):
+        tune(host, model, clip, vae, astronaut, if_exists="use existing")
     assert existing.read_bytes() == b"someone else's file"
+
+
+def test_an_existing_name_is_an_error_unless_this_session_made_it_from_the_same_inputs(comfyui, tmp_path, astronaut):
+    """ComfyUI re-runs Tune when another workflow evicted its cached result: the same run must not fail then."""
+    from celebbasis_ext.architectures import build_pipeline
+    from celebbasis_ext.errors import BadInput
+
+    host = boot(comfyui, tmp_path)
+    model, clip, vae = host.load(build_pipeline("tiny-sd1", seed=0))
+    path = embeddings(host) / "anna_k.safetensors"
+    tune(host, model, clip, vae, astronaut, steps=2)
+    made, runs = path.read_bytes(), len(host.progress)
+
+    assert tune(host, model, clip, vae, astronaut, steps=2)[0] == "anna_k"  # the same inputs: the file stands
+    with pytest.raises(BadInput, match="already exists"):
+        tune(host, model, clip, vae, astronaut, steps=2, training_seed=4)  # other inputs: the user decides
+    assert tune(host, model, clip, vae, astronaut, steps=2, training_seed=4, if_exists="use existing")[0] == "anna_k"
+    assert path.read_bytes() == made and len(host.progress) == runs  # nothing tuned, nothing written
+    tune(host, model, clip, vae, astronaut, steps=2, training_seed=4, if_exists="overwrite")
+    assert path.read_bytes() != made and len(host.progress) > runs
+    _, xl_clip, _ = host.load(build_pipeline("tiny-sdxl", seed=0))
+    xl_model, _, xl_vae = host.load(build_pipeline("tiny-sdxl", seed=0))
+    with pytest.raises(BadInput, match="anna_k.safetensors was made for SD1 and this model is SDXL"):
+        tune(host, xl_model, xl_clip, xl_vae, astronaut, if_exists="use existing")
 
 
 # ------------------------------------------------------------------ Faces and Likeness
@@ -280,13 +308,53 @@ def test_likeness_node_scores_each_image_against_the_reference(comfyui, tmp_path
     mirrored = astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     score, text = host.execute("CelebBasisLikeness", image=image_batch(astronaut, mirrored, noise_photo(size=512)),
                                reference=image_batch(astronaut), face_encoder="dlib")
-    lines = text.splitlines()
+    summary, *lines = text.splitlines()
     same, flipped = (float(line.split(": ")[1]) for line in lines[:2])
     assert same == pytest.approx(1.0, abs=1e-3) and 0.5 < flipped < same
     assert lines[2] == "image 3: no face" and score == pytest.approx((same + flipped) / 2, abs=1e-4)
-    with pytest.raises(NoFaceFound, match="no face found in any of the 2 images to score"):
-        host.execute("CelebBasisLikeness", image=image_batch(noise_photo(1, 128), noise_photo(2, 128)),
-                     reference=image_batch(astronaut), face_encoder="dlib")
+    assert summary == f"likeness {score:.4f} (mean of 2 of 3 images with a face)"
+    score, text = host.execute("CelebBasisLikeness", image=image_batch(noise_photo(1, 128), noise_photo(2, 128)),
+                               reference=image_batch(astronaut), face_encoder="dlib")
+    assert math.isnan(score)  # renders without the person have no likeness; the workflow goes on
+    assert text.splitlines() == ["no likeness: no face found in any of the 2 images", "image 1: no face",
+                                 "image 2: no face"]
     with pytest.raises(NoFaceFound, match="no face found"):
         host.execute("CelebBasisLikeness", image=image_batch(astronaut), reference=image_batch(noise_photo(size=128)),
                      face_encoder="dlib")
+
+
+# ------------------------------------------------------------------ the example workflow
+def test_example_workflow_matches_the_node_declarations(comfyui, tmp_path):
+    """comfyui/workflows/celebbasis_tune_and_prompt.json (ComfyUI's UI format) wires and fills our nodes as declared."""
+    host = boot(comfyui, tmp_path)
+    workflow = json.loads((ROOT / "comfyui" / "workflows" / "celebbasis_tune_and_prompt.json").read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    assert workflow["last_node_id"] == max(nodes) and workflow["last_link_id"] == len(workflow["links"])
+    for link_id, source, slot, target, index, kind in workflow["links"]:
+        output, target_input = nodes[source]["outputs"][slot], nodes[target]["inputs"][index]
+        assert link_id in output["links"] and target_input["link"] == link_id
+        assert output["type"] == kind and target_input["type"] in (kind, "*")
+    ours = [node for node in workflow["nodes"] if node["type"] in NODES]
+    assert sorted({node["type"] for node in ours}) == sorted(NODES)
+    for node in ours:
+        declared = host.nodes.NODE_CLASS_MAPPINGS[node["type"]]
+        spec = declared.INPUT_TYPES()
+        inputs = {**spec["required"], **spec.get("optional", {})}
+        linked = [name for name, (kind, *_) in inputs.items() if isinstance(kind, str) and kind.isupper()
+                  and kind not in ("INT", "FLOAT", "STRING", "BOOLEAN")]
+        widgets = [name for name in inputs if name not in linked]
+        assert [i["name"] for i in node["inputs"]] == linked
+        outputs = [(o["name"], o["type"]) for o in node["outputs"]]
+        assert outputs == list(zip(declared.RETURN_NAMES, declared.RETURN_TYPES))
+        assert len(node["widgets_values"]) == len(widgets), node["type"]
+        for name, value in zip(widgets, node["widgets_values"]):
+            kind = inputs[name][0]
+            assert value in kind if isinstance(kind, list) else isinstance(value, {"INT": int, "STRING": str,
+                                                                                  "BOOLEAN": bool}[kind]), name
+    tune = next(node for node in ours if node["type"] == "CelebBasisTune")
+    name = tune["widgets_values"][0]
+    assert host.nodes.NODE_CLASS_MAPPINGS["CelebBasisTune"].VALIDATE_INPUTS(name) is True
+    prompts = [node for node in workflow["nodes"] if node["type"] == "CLIPTextEncode"]
+    clip_links = {link[0]: link for link in workflow["links"]}
+    assert all(clip_links[p["inputs"][0]["link"]][1:3] == [tune["id"], 1] for p in prompts)  # they run after Tune
+    assert any(f"embedding:{name}" in p["widgets_values"][0] for p in prompts)

@@ -13,6 +13,7 @@ a node runs, never at load.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ def load_encoder(kind: str):
     return load_face_encoder(kind, models_dir=face_models_dir(), allow_download=False)
 
 
+#: What Tune does when NAME.safetensors exists (ComfyUI re-runs a node whose cached result another workflow evicted).
+IF_EXISTS = ("error", "overwrite", "use existing")
+
+
 @dataclass
 class TuneInputs:
     """The Tune node's widget values, as given."""
@@ -59,9 +64,9 @@ class TuneInputs:
     face_encoder: str = "auto"
     face_index: int = -1
     resolution: int = 0
-    overwrite: bool = False
+    if_exists: str = "error"
 
-    def request(self, photos):
+    def request(self, photos, overwrite: bool = False):
         """The engine's ``TuneRequest``, checked (name, options, encoder) before anything heavy runs."""
         from ..pipeline import TuneRequest
         from ..service import PRESETS
@@ -69,6 +74,8 @@ class TuneInputs:
 
         if self.preset not in PRESETS:
             raise BadInput(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        if self.if_exists not in IF_EXISTS:
+            raise BadInput(f"unknown if_exists {self.if_exists!r}: choose one of {', '.join(IF_EXISTS)}")
         values = {**PRESETS[self.preset], "seed": self.seed,
                   "mode": "direct" if self.face_encoder == "none" else "paper",
                   "resolution": self.resolution or None}
@@ -77,23 +84,68 @@ class TuneInputs:
         request = TuneRequest(
             photos=photos, name=(self.name or "").strip(), out_dir=embeddings_dir(), options=TuneOptions(**values),
             face_encoder=self.face_encoder, face_index=None if self.face_index < 0 else self.face_index,
-            overwrite=self.overwrite, models_dir=face_models_dir(), allow_download=False,
+            overwrite=overwrite, models_dir=face_models_dir(), allow_download=False,
         )
         request.validate()
         return request
 
 
+#: Files this ComfyUI process wrote: path -> (digest of the inputs, size, mtime). An identical run whose
+#: cached result ComfyUI dropped finds its own file again instead of failing on "already exists".
+_WRITTEN: dict = {}
+
+
+def _run_key(model, clip, vae, images, inputs: TuneInputs) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(repr((inputs.name.strip(), inputs.preset, inputs.steps, inputs.seed, inputs.face_encoder,
+                                  inputs.face_index, inputs.resolution)).encode())
+    digest.update(repr((id(model.model), getattr(model, "patches_uuid", None), id(clip.cond_stage_model),
+                        clip.layer_idx, id(vae.first_stage_model))).encode())
+    digest.update(images.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _file_state(path: Path):
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _existing(path: Path, key: str, inputs: TuneInputs, adapter) -> bool:
+    """True when ``path`` is to be used as it is; ``BadInput`` when it exists and must not be replaced."""
+    from ..identity import load_identity
+
+    if not path.exists() or inputs.if_exists == "overwrite":
+        return False
+    if _WRITTEN.get(str(path)) == (key, *_file_state(path)):
+        log.info("CelebBasis: %s was made from these very inputs in this session; tuning skipped", path.name)
+        return True
+    if inputs.if_exists == "use existing":
+        identity = load_identity(path)
+        if identity.family != adapter.family:
+            raise BadInput(f"{path.name} was made for {identity.family.value.upper()} and this model is "
+                           f"{adapter.family.value.upper()}: choose another name, or set if_exists to overwrite")
+        log.info("CelebBasis: using the existing %s (if_exists: use existing); tuning skipped", path.name)
+        return True
+    raise BadInput(f"{path.name} already exists in {path.parent}: choose another name, or set if_exists to "
+                   "overwrite or use existing")
+
+
 def tune(model, clip, vae, images, inputs: TuneInputs) -> Path:
-    """Learn ``inputs.name`` from the photos in ``images`` on MODEL/CLIP/VAE; returns the file written."""
+    """Learn ``inputs.name`` from the photos in ``images`` on MODEL/CLIP/VAE; returns the file written (or kept)."""
     import comfy.model_management as memory
     import comfy.utils
     import torch
 
     from ..hosts.comfyui import ComfyAdapter
+    from ..identity import output_path
     from ..pipeline import tune_identity
 
-    request = inputs.request(image_batch_to_arrays(images))
+    request = inputs.request(image_batch_to_arrays(images), overwrite=True)  # an existing file: decided below
     adapter = ComfyAdapter(model, clip, vae)
+    key = _run_key(model, clip, vae, images, inputs)
+    if _existing(output_path(request.out_dir, request.name), key, inputs, adapter):
+        return output_path(request.out_dir, request.name)
     bar = comfy.utils.ProgressBar(request.options.steps)
 
     def report(progress) -> None:
@@ -105,10 +157,12 @@ def tune(model, clip, vae, images, inputs: TuneInputs) -> Path:
     except Cancelled:
         memory.throw_exception_if_processing_interrupted()  # ComfyUI's own "interrupted" ending
         raise
+    _WRITTEN[str(outcome.path)] = (key, *_file_state(outcome.path))
     for warning in outcome.warnings:
         log.warning("CelebBasis: %s", warning)
-    log.info("CelebBasis: wrote %s (%.1f s); use embedding:%s in a prompt", outcome.path, outcome.result.seconds,
-             request.name)
+    result = outcome.result
+    log.info("CelebBasis: wrote %s in %.1f s (preparing %.1f s, %d steps %.1f s); use embedding:%s in a prompt",
+             outcome.path, result.seconds, result.setup_seconds, result.steps, result.loop_seconds, request.name)
     return outcome.path
 
 
@@ -133,7 +187,11 @@ def faces(images, face_encoder: str):
 
 
 def likeness(images, reference, face_encoder: str, reference_face_index: int = -1):
-    """(mean similarity of each image's largest face to the reference person, one line per image)."""
+    """(mean similarity of the images' largest faces to the reference person, a summary line and one line per image).
+
+    Images without a face get no score; when none has one the mean is NaN (a render without the person is
+    not a bad input). A reference photo without a usable face is one.
+    """
     from ..likeness import face_similarity, reference_feature
 
     encoder = load_encoder(face_encoder)
@@ -142,11 +200,12 @@ def likeness(images, reference, face_encoder: str, reference_face_index: int = -
     arrays = image_batch_to_arrays(images)
     scores = [face_similarity(pixels, encoder, target) for pixels in arrays]
     found = [score for score in scores if score is not None]
-    if not found:
-        raise NoFaceFound(_no_face(len(arrays)) + " to score")
+    mean = round(sum(found) / len(found), 4) if found else math.nan
+    summary = (f"likeness {mean:.4f} (mean of {len(found)} of {len(arrays)} images with a face)" if found
+               else f"no likeness: {_no_face(len(arrays))}")
     lines = [f"image {number}: " + ("no face" if score is None else f"{score:.4f}")
              for number, score in enumerate(scores, 1)]
-    return round(sum(found) / len(found), 4), "\n".join(lines)
+    return mean, "\n".join([summary, *lines])
 
 
 def _no_face(count: int) -> str:

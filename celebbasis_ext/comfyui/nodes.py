@@ -32,6 +32,7 @@ class CelebBasisTune:
         from ..pipeline import FACE_ENCODERS
         from ..service import DEFAULT_PRESET, PRESETS
         from ..tuning import MAX_STEPS
+        from .jobs import IF_EXISTS
 
         return {
             "required": {
@@ -39,12 +40,15 @@ class CelebBasisTune:
                 "clip": ("CLIP", {"tooltip": "The same checkpoint's CLIP."}),
                 "vae": ("VAE", {"tooltip": "The same checkpoint's VAE."}),
                 "image": ("IMAGE", {"tooltip": "One or more photos of the same person (a batch)."}),
-                "name": ("STRING", {"default": "anna_k", "tooltip": "The token and file name: letters, digits, _ and -."}),
+                "name": ("STRING", {"default": "anna_k",
+                                    "tooltip": "The token and file name: letters, digits, _ and -."}),
                 "preset": (list(PRESETS), {"default": DEFAULT_PRESET, "tooltip": ", ".join(
                     f"{name}: {values['steps']} steps" for name, values in PRESETS.items())}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": MAX_STEPS,
                                   "tooltip": "Training steps; 0 = the preset's."}),
-                "seed": ("INT", {"default": 23, "min": 0, "max": MAX_SEED}),
+                # not "seed": ComfyUI's frontend gives inputs of that name a "randomize after each run" widget
+                "training_seed": ("INT", {"default": 23, "min": 0, "max": MAX_SEED, "tooltip": (
+                    "Seed of the training run: the same inputs and seed make the same file.")}),
                 "face_encoder": (list(FACE_ENCODERS), {"default": "auto", "tooltip": (
                     "auto: insightface's buffalo_l from models/insightface, else dlib. none: learn from the photo "
                     "without a face model (direct mode).")}),
@@ -56,28 +60,33 @@ class CelebBasisTune:
                 "resolution": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 8, "tooltip": (
                     "Training size in pixels; 0 = the model's own (512 SD1, 768 SD2, 1024 SDXL). Lower it when "
                     "memory is short or on the CPU.")}),
-                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace an existing NAME.safetensors."}),
+                "if_exists": (list(IF_EXISTS), {"default": "error", "tooltip": (
+                    "When NAME.safetensors exists: error (unless this session made it from the same inputs), "
+                    "overwrite (tune again), or use existing (skip tuning).")}),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, name):
-        """A bad name is refused when the prompt is queued, before anything runs."""
+    def VALIDATE_INPUTS(cls, name=None):
+        """A bad name is refused when the prompt is queued, before anything runs (a linked name: when it runs)."""
         from ..errors import BadInput
         from ..identity import validate_name
 
+        if name is None:
+            return True
         try:
-            validate_name((name or "").strip())
+            validate_name(name.strip())
         except BadInput as error:
             return str(error)
         return True
 
-    def tune(self, model, clip, vae, image, name, preset, steps, seed, face_encoder, face_index=-1, resolution=0,
-             overwrite=False):
+    def tune(self, model, clip, vae, image, name, preset, steps, training_seed, face_encoder, face_index=-1,
+             resolution=0, if_exists="error"):
         from . import jobs
 
-        inputs = jobs.TuneInputs(name=name, preset=preset, steps=steps, seed=seed, face_encoder=face_encoder,
-                                 face_index=face_index, resolution=resolution, overwrite=overwrite)
+        inputs = jobs.TuneInputs(name=name, preset=preset, steps=steps, seed=training_seed,
+                                 face_encoder=face_encoder, face_index=face_index, resolution=resolution,
+                                 if_exists=if_exists)
         jobs.tune(model, clip, vae, image, inputs)
         return (inputs.name.strip(), clip)
 
@@ -111,7 +120,8 @@ class CelebBasisLikeness:
     FUNCTION = "likeness"
     RETURN_TYPES = ("FLOAT", "STRING")
     RETURN_NAMES = ("likeness", "scores")
-    OUTPUT_TOOLTIPS = ("The mean over the images with a face.", "One line per image.")
+    OUTPUT_TOOLTIPS = ("The mean over the images with a face (NaN when none has one).",
+                       "The mean, then one line per image.")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -99,8 +99,8 @@ class Host(types.SimpleNamespace):
             options = {f"clip_{name}_model_config": _clip_config(encoder) for name, encoder in zip(names, encoders)}
             if clip_dtype is not None:
                 options["dtype"] = clip_dtype
-            clip = comfy.sd.CLIP(config.clip_target(), embedding_directory=self.folder_paths.get_folder_paths("embeddings"),
-                                 model_options=options)
+            folders = self.folder_paths.get_folder_paths("embeddings")
+            clip = comfy.sd.CLIP(config.clip_target(), embedding_directory=folders, model_options=options)
             state = {}
             for name, encoder in zip(names, encoders):
                 weights = encoder.state_dict()

@@ -1,4 +1,4 @@
-"""``comfy.latent_formats``: ``process_in`` multiplies VAE latents by the scale factor (SD1/SD2 0.18215, SDXL 0.13025)."""
+"""``comfy.latent_formats``: ``process_in`` multiplies VAE latents by the scale (SD1/SD2 0.18215, SDXL 0.13025)."""
 
 
 class LatentFormat:
