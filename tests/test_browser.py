@@ -1,4 +1,4 @@
-"""A real browser drives the standalone UI: upload a photo, press Train, see the token and the file.
+"""A real browser drives the standalone UI: upload a photo, press Train, see the token and the file, render it.
 
 Headless Debian Chromium (/usr/bin/chromium) through Python Playwright; no
 browser is ever downloaded. Skipped, with the reason, when chromium,
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_pipeline
-from helpers import noise_photo, small_names_file
+from helpers import needs_dlib, noise_photo, small_names_file
 
 CHROMIUM = os.environ.get("CELEBBASIS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -98,12 +98,63 @@ def test_upload_train_see_token_and_file(server, tmp_path):
             page.wait_for_function(
                 "() => document.querySelector('#celebbasis_identities').innerText.includes('zed_browser')",
                 timeout=30_000)
+            assert page.evaluate("typeof window.celebbasis_train") == "function"  # the script was injected
+            assert "#celebbasis_train" in page.evaluate(
+                "Array.from(document.querySelectorAll('style')).map(s => s.textContent).join(' ')")  # our CSS too
+            # No txt2img here: "Use in prompt" fills the page's own prompt box, Render draws with the token.
+            assert page.inner_text("#celebbasis_send").strip() == "Use in prompt"
+            page.click("#celebbasis_send")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_render_prompt textarea').value === 'a photo of zed_browser'",
+                timeout=30_000)
+            page.click("#celebbasis_render_button")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_render_note').innerText.includes('Rendered with zed_browser')",
+                timeout=120_000)
+            assert page.locator("#celebbasis_render_image img").count() == 1
             # A page opened afterwards lists it too (the table is filled at page load, not at UI build).
             fresh = browser.new_page()
             fresh.goto(server.url, wait_until="domcontentloaded")
             fresh.wait_for_function(
                 "() => { const t = document.querySelector('#celebbasis_identities');"
                 " return t && t.innerText.includes('zed_browser'); }", timeout=60_000)
+            # ... and a click on its row fills Token and File, empty after the reload
+            assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == ""
+            fresh.locator("#celebbasis_identities").scroll_into_view_if_needed()  # its rows render when seen
+            fresh.locator("#celebbasis_identities td").filter(has_text="zed_browser").last.click()
+            fresh.wait_for_function(
+                "() => { const e = document.querySelector('#celebbasis_file textarea, #celebbasis_file input');"
+                " return e && e.value.endsWith('zed_browser.safetensors'); }", timeout=30_000)
+            assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == "zed_browser"
+            # on this CPU the note next to Train says so, with the time measured on the run above
+            note = fresh.inner_text("#celebbasis_train_note")
+            assert "runs on the CPU" in note and "Expected time" in note, note
             assert not errors, errors
+        finally:
+            browser.close()
+
+
+@needs_dlib
+def test_face_captions_are_whole(server, astronaut_path):
+    """The gallery caption names the face for a person ("face 1 (largest)") and is not cut off."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#celebbasis_train", timeout=60_000)
+            page.click("#celebbasis_advanced")
+            page.click("#celebbasis_face_encoder input")
+            page.get_by_role("option", name="dlib", exact=True).click()
+            page.set_input_files("#celebbasis_photos input[type=file]", str(astronaut_path))
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#celebbasis_faces .caption-label')]"
+                ".some(e => e.innerText.trim() === 'face 1 (largest)')", timeout=60_000)
+            caption = page.locator("#celebbasis_faces .caption-label").first
+            box = caption.evaluate("e => [e.scrollWidth, e.clientWidth, e.getBoundingClientRect().right,"
+                                   " e.parentElement.getBoundingClientRect().right]")
+            assert box[0] <= box[1] + 1 and box[2] <= box[3] + 1, box  # no ellipsis, inside its thumbnail
         finally:
             browser.close()

@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import noise_photo
+from helpers import needs_dlib, noise_photo
 from host_helpers import load_standin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +137,7 @@ def test_the_standin_registers_the_nodes_with_valid_declarations(comfyui, tmp_pa
 
 
 # ------------------------------------------------------------------ Tune
+@needs_dlib
 @pytest.mark.parametrize("arch", ["tiny-sd1", "tiny-sdxl", "tiny-sd2"])
 def test_tune_writes_an_embedding_the_next_prompt_uses_and_leaves_the_model(comfyui, tmp_path, astronaut, arch):
     from celebbasis_ext.architectures import build_pipeline
@@ -174,6 +175,7 @@ def test_tune_writes_an_embedding_the_next_prompt_uses_and_leaves_the_model(comf
         assert torch.allclose(trained["pooled"], extra["pooled_output"], atol=1e-6)
 
 
+@needs_dlib
 def test_tune_through_a_lora_clone_trains_on_the_patched_weights_and_the_base_comes_back(comfyui, tmp_path, astronaut):
     """A LoRA'd MODEL is loaded (patched) by ComfyUI's memory manager, as for sampling; unloading restores the base."""
     from celebbasis_ext.architectures import build_pipeline
@@ -196,6 +198,7 @@ def test_tune_through_a_lora_clone_trains_on_the_patched_weights_and_the_base_co
     assert values == {key: value.split("|")[-1] for key, value in before["digest"].items()}
 
 
+@needs_dlib
 def test_tune_works_when_comfyui_runs_an_attention_without_backward(comfyui, tmp_path, astronaut):
     from celebbasis_ext.architectures import build_pipeline
 
@@ -205,6 +208,7 @@ def test_tune_works_when_comfyui_runs_an_attention_without_backward(comfyui, tmp
     assert tune(host, model, clip, vae, astronaut, steps=2)[0] == "anna_k"
 
 
+@needs_dlib
 @pytest.mark.parametrize("when", ["between steps", "in the progress update"])
 def test_interrupt_stops_tuning_and_leaves_nothing(comfyui, tmp_path, astronaut, when):
     """Interrupt is seen at the next step, or by ComfyUI's progress hook itself (which raises)."""
@@ -230,6 +234,7 @@ def test_interrupt_stops_tuning_and_leaves_nothing(comfyui, tmp_path, astronaut,
     assert not host.model_management.processing_interrupted()  # ComfyUI's flag is consumed, the next prompt runs
 
 
+@needs_dlib
 def test_bad_input_gets_one_line_and_changes_nothing(comfyui, tmp_path, astronaut):
     from celebbasis_ext.architectures import build_pipeline
     from celebbasis_ext.errors import BadInput, NoFaceFound, UnsupportedModel
@@ -260,6 +265,7 @@ def test_bad_input_gets_one_line_and_changes_nothing(comfyui, tmp_path, astronau
     assert existing.read_bytes() == b"someone else's file"
 
 
+@needs_dlib
 def test_an_existing_name_is_an_error_unless_this_session_made_it_from_the_same_inputs(comfyui, tmp_path, astronaut):
     """ComfyUI re-runs Tune when another workflow evicted its cached result: the same run must not fail then."""
     from celebbasis_ext.architectures import build_pipeline
@@ -285,6 +291,7 @@ def test_an_existing_name_is_an_error_unless_this_session_made_it_from_the_same_
 
 
 # ------------------------------------------------------------------ Faces and Likeness
+@needs_dlib
 def test_faces_node_shows_each_face_largest_first(comfyui, tmp_path, astronaut):
     from celebbasis_ext.errors import NoFaceFound
 
@@ -301,6 +308,7 @@ def test_faces_node_shows_each_face_largest_first(comfyui, tmp_path, astronaut):
         host.execute("CelebBasisFaces", image=image_batch(noise_photo(size=128)), face_encoder="dlib")
 
 
+@needs_dlib
 def test_likeness_node_scores_each_image_against_the_reference(comfyui, tmp_path, astronaut):
     from celebbasis_ext.errors import NoFaceFound
 
