@@ -136,6 +136,44 @@ def test_the_standin_registers_the_nodes_with_valid_declarations(comfyui, tmp_pa
     assert tune_inputs["preset"][0] == ["Fast", "Balanced", "Best"]
 
 
+def test_install_py_run_by_comfyui_manager_calls_pip_itself(monkeypatch):
+    """ComfyUI-Manager runs install.py with ComfyUI's Python, where no WebUI ``launch`` module exists."""
+    import importlib.metadata
+    import importlib.util
+    import runpy
+
+    monkeypatch.setitem(sys.modules, "launch", None)  # "import launch" fails, as in ComfyUI
+    calls = []
+
+    class Done:
+        returncode, stderr = 0, ""
+
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: calls.append(command) or Done())
+    installed = all(importlib.util.find_spec(name) for name in ("onnxruntime", "dlib", "face_recognition_models"))
+    if installed:
+        runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
+        assert calls == []  # everything there: no pip at all
+
+    missing = {"dlib", "face_recognition_models"}
+    real_find_spec, real_version = importlib.util.find_spec, importlib.metadata.version
+    real_distributions = importlib.metadata.distributions
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name in missing else real_find_spec(name, *args))
+
+    def version(name):
+        if name in missing:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: (
+        dist for dist in real_distributions() if not (dist.metadata["Name"] or "").lower().startswith("onnxruntime")))
+    runpy.run_path(str(ROOT / "install.py"), run_name="__main__")
+    assert [command[:5] for command in calls] == [[sys.executable, "-m", "pip", "install", package] for package in
+                                                  ("onnxruntime", "dlib-bin", "face_recognition_models>=0.3.0")]
+    assert all(command[5] == "-c" and command[-1] == "--prefer-binary" for command in calls)
+
+
 # ------------------------------------------------------------------ Tune
 @needs_dlib
 @pytest.mark.parametrize("arch", ["tiny-sd1", "tiny-sdxl", "tiny-sd2"])
