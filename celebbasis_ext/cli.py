@@ -26,8 +26,14 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
+MODEL_HELP = ("diffusers folder, single-file .safetensors checkpoint, or a Hugging Face id: owner/name (diffusers "
+              "layout) or owner/name/file.safetensors, downloaded once into the Hugging Face cache")
+OFFLINE_HELP = "never download: a Hugging Face id must already be in the cache (as HF_HUB_OFFLINE=1)"
+
+
 def _add_model_options(parser):
-    parser.add_argument("--model", required=True, help="diffusers folder or single-file .safetensors checkpoint")
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    parser.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     parser.add_argument("--prediction-type", default="auto", choices=("auto", "epsilon", "v"),
@@ -95,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument("--arch", choices=("tiny-sd1", "tiny-sd2", "tiny-sdxl", "sd15", "sd21", "sdxl"),
                         help="a real or tiny architecture with random weights")
-    source.add_argument("--model", help="a model folder or checkpoint")
+    source.add_argument("--model", help=MODEL_HELP)
+    bench.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     bench.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     bench.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
@@ -349,6 +356,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "offline", False):
+            os.environ["HF_HUB_OFFLINE"] = "1"  # for huggingface_hub, diffusers and transformers alike
         return COMMANDS[args.command](args)
     except Cancelled as error:
         print(f"cancelled: {error}", file=sys.stderr)
