@@ -8,15 +8,15 @@ uploaded again. Every measured preview is recorded for the identities table.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import BadInput, Cancelled, TuningFailed
+from ..likeness import face_similarity as _face_similarity
+from ..likeness import reference_feature, unit_mean
 from .faces import normalize_photo
 from .identities import IdentityFolder
 
-log = logging.getLogger(__name__)
 
 #: Prompts of the preview grid (``{}`` is the new token).
 PREVIEW_TEMPLATES = ("a photo of {}", "a close-up portrait photo of {}, smiling", "{} in a park, photo",
@@ -101,21 +101,11 @@ def _render_each(path: Path, name: str, templates: list, seed: int, render, canc
 
 def _photo_reference(photos, encoder, face_index: Optional[int] = None):
     """The training photos' mean face feature, or (None, the reason none was found)."""
-    from ..face.encoders import extract_face
-
-    features, why = [], "no face found in the training photo"
-    for photo in photos:
-        try:
-            features.append(extract_face(normalize_photo(photo), encoder, face_index=face_index).feature)
-        except BadInput as error:
-            why = str(error)
-            continue
-    if not features:
-        return None, why
-    import numpy as np
-
-    mean = np.mean(np.stack(features), axis=0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12), None
+    try:
+        photos = [normalize_photo(photo) for photo in photos]
+        return reference_feature(photos, encoder, face_index, missing="no face found in the training photo"), None
+    except BadInput as error:
+        return None, str(error)
 
 
 def _reference_feature(features):
@@ -124,26 +114,4 @@ def _reference_feature(features):
         return None
     import numpy as np
 
-    array = features[:, 0].detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)[:, 0]
-    mean = array.mean(axis=0)
-    return mean / max(float(np.linalg.norm(mean)), 1e-12)
-
-
-def _face_similarity(image, encoder, reference) -> Optional[float]:
-    """Cosine similarity of the largest face in ``image`` to ``reference``; None without a face."""
-    import numpy as np
-
-    try:
-        pixels = np.asarray(image.convert("RGB"))
-        faces = encoder.detect(pixels)
-        if not faces:
-            return None
-        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        feature = np.asarray(encoder.embed(pixels, face), dtype=np.float32).reshape(-1)
-        feature = feature / max(float(np.linalg.norm(feature)), 1e-12)
-        if feature.shape != np.shape(reference):
-            return None
-        return round(float(np.dot(feature, reference)), 4)
-    except Exception:  # noqa: BLE001 - a render the encoder cannot read just has no score
-        log.debug("likeness failed for one preview", exc_info=True)
-        return None
+    return unit_mean(features[:, 0].detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)[:, 0])
