@@ -1,10 +1,11 @@
 """Identity scores: how much a rendered face looks like the person in the reference photo.
 
-One scorer for every number the project shows: ``celebbasis eval``, the
-tab's preview likeness and the API's ``likeness`` all call
-``face_likeness`` (cosine similarity of unit face features, the largest face
-of the render against the reference photos' mean feature) with a judge
-chosen by ``choose_judge``.
+One scorer for every number the project shows (``celebbasis_ext.likeness``:
+cosine similarity of unit face features, the largest face of the render
+against the reference photos' mean feature): ``celebbasis eval``, the tab's
+preview likeness and the API's ``likeness`` use it with a judge chosen by
+``choose_judge``; two-person images score each person by their best match
+among the faces.
 
 The judge is a face model other than the one the identity was tuned with,
 when one is available (tuned with insightface -> judged with dlib, and the
@@ -23,6 +24,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import BadInput, ModelFilesMissing
+from ..likeness import cosine, face_features, reference_feature, unit_mean
+from ..likeness import face_similarity as face_likeness
 
 log = logging.getLogger(__name__)
 
@@ -89,26 +92,8 @@ def choose_judge(tuned: Iterable[str], requested: str = "auto", *, load: Optiona
     raise ModelFilesMissing("no face model to judge likeness with (" + "; ".join(problems) + ")")
 
 
-def _unit(vector) -> np.ndarray:
-    feature = np.asarray(vector, dtype=np.float32).reshape(-1)
-    return feature / max(float(np.linalg.norm(feature)), 1e-12)
-
-
-def face_features(image, encoder) -> list[np.ndarray]:
-    """Unit identity features of every face in ``image``, largest face first."""
-    pixels = np.asarray(image.convert("RGB"))
-    faces = sorted(encoder.detect(pixels), key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-    return [_unit(encoder.embed(pixels, face)) for face in faces]
-
-
-def _cosine(feature: np.ndarray, reference) -> Optional[float]:
-    if feature.shape != np.shape(reference):
-        return None
-    return round(float(np.dot(feature, reference)), 4)
-
-
 def readable_faces(image, encoder) -> list[np.ndarray]:
-    """``face_features``, or no face when the model cannot read the image at all."""
+    """``likeness.face_features``, or no face when the model cannot read the image at all."""
     try:
         return face_features(image, encoder)
     except Exception:  # noqa: BLE001 - a render the model cannot read just has no score
@@ -117,42 +102,31 @@ def readable_faces(image, encoder) -> list[np.ndarray]:
 
 
 def largest_face_likeness(features: Sequence[np.ndarray], reference) -> Optional[float]:
-    """The single-person score: the largest face's cosine to the reference (None without a face)."""
-    return _cosine(features[0], reference) if features else None
+    """The single-person score: the largest face's cosine to the reference (None without a face), as
+    ``face_likeness`` computes it from an image."""
+    return cosine(features[0], reference) if features else None
 
 
 def best_match_likeness(features: Sequence[np.ndarray], reference) -> Optional[float]:
     """The score of one person among several: their best cosine among the faces (None without a face)."""
-    values = [value for value in (_cosine(feature, reference) for feature in features) if value is not None]
+    values = [value for value in (cosine(feature, reference) for feature in features) if value is not None]
     return max(values) if values else None
-
-
-def face_likeness(image, encoder, reference) -> Optional[float]:
-    """Cosine similarity of the largest face in ``image`` to ``reference``; None without a face."""
-    return largest_face_likeness(readable_faces(image, encoder), reference)
 
 
 def photo_reference(photos: Sequence, encoder, face_index: Optional[int] = None):
     """The photos' mean unit face feature, or (None, the reason none was found)."""
-    from ..face.encoders import extract_face
-
-    features, why = [], "no face found in the reference photo"
-    for photo in photos:
-        try:
-            features.append(extract_face(photo, encoder, face_index=face_index).feature)
-        except BadInput as error:
-            why = str(error)
-    if not features:
-        return None, why
-    return _unit(np.mean(np.stack(features), axis=0)), None
+    try:
+        return reference_feature(photos, encoder, face_index), None
+    except BadInput as error:
+        return None, str(error)
 
 
 def features_reference(features) -> Optional[np.ndarray]:
     """The unit mean of tuning's (photo, plain/mirrored, D) features, using the plain ones."""
     if features is None:
         return None
-    array = features[:, 0].detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)[:, 0]
-    return _unit(array.mean(axis=0))
+    return unit_mean(features[:, 0].detach().cpu().numpy() if hasattr(features, "detach")
+                     else np.asarray(features)[:, 0])
 
 
 __all__ = ["Judge", "JUDGES", "choose_judge", "tuned_with", "face_features", "readable_faces", "face_likeness",

@@ -12,7 +12,6 @@ identities table.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -21,7 +20,6 @@ from ..evaluate.scoring import face_likeness, photo_reference
 from .faces import normalize_photo
 from .identities import IdentityFolder
 
-log = logging.getLogger(__name__)
 
 #: Prompts of the preview grid (``{}`` is the new token).
 PREVIEW_TEMPLATES = ("a photo of {}", "a close-up portrait photo of {}, smiling", "{} in a park, photo",
