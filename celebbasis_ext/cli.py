@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--allow-download", action="store_true", help="download face models if missing")
     ui.add_argument("--names", default=None, help="your own celebrity names file")
     ui.add_argument("--preview-steps", type=int, default=20, help="sampling steps of preview images")
+    from .evaluate.command import add_parser as add_eval_parser
+
+    add_eval_parser(commands, _add_model_options)
     return parser
 
 
@@ -345,7 +348,13 @@ def cmd_download(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect,
+def cmd_eval(args) -> int:
+    from .evaluate.command import run
+
+    return run(args, _load)
+
+
+COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect,
             "tune-batch": cmd_tune_batch, "bench": cmd_bench, "ui": cmd_ui, "doctor": cmd_doctor,
             "download": cmd_download}
 

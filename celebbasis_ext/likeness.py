@@ -3,8 +3,9 @@
 A face encoder reads the reference photos (the training photos, or any
 photo of the person) into one unit feature; each rendered image's largest
 face is read the same way, and the score is their cosine similarity. The
-tab's previews, the HTTP API and ComfyUI's Likeness node all call these two
-functions, so a number means the same everywhere.
+tab's previews, the HTTP API, ComfyUI's Likeness node and ``celebbasis eval``
+(``evaluate.scoring``, which also picks the face model that judges) all call
+these functions, so a number means the same everywhere.
 """
 
 from __future__ import annotations
@@ -45,19 +46,25 @@ def unit_mean(features) -> np.ndarray:
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
+def face_features(image, encoder) -> list[np.ndarray]:
+    """Unit identity features of every face in ``image`` (PIL or HxWx3 uint8), largest face first."""
+    pixels = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+    faces = sorted(encoder.detect(pixels), key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return [unit_mean(np.asarray(encoder.embed(pixels, face), dtype=np.float32).reshape(1, -1)) for face in faces]
+
+
+def cosine(feature, reference) -> Optional[float]:
+    """The score: cosine similarity of two unit features, 4 decimals (None when their sizes differ: two models)."""
+    if np.shape(feature) != np.shape(reference):
+        return None
+    return round(float(np.dot(feature, reference)), 4)
+
+
 def face_similarity(image, encoder, reference) -> Optional[float]:
     """Cosine similarity of the largest face in ``image`` (PIL or HxWx3 uint8) to ``reference``; None without a face."""
     try:
-        pixels = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
-        faces = encoder.detect(pixels)
-        if not faces:
-            return None
-        face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        feature = np.asarray(encoder.embed(pixels, face), dtype=np.float32).reshape(-1)
-        feature = feature / max(float(np.linalg.norm(feature)), 1e-12)
-        if feature.shape != np.shape(reference):
-            return None
-        return round(float(np.dot(feature, reference)), 4)
+        features = face_features(image, encoder)
     except Exception:  # noqa: BLE001 - a render the encoder cannot read just has no score
         log.debug("likeness failed for one image", exc_info=True)
         return None
+    return cosine(features[0], reference) if features else None

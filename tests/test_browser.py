@@ -158,3 +158,63 @@ def test_face_captions_are_whole(server, astronaut_path):
             assert box[0] <= box[1] + 1 and box[2] <= box[3] + 1, box  # no ellipsis, inside its thumbnail
         finally:
             browser.close()
+
+
+@needs_dlib
+def test_eval_report_shows_the_grid_and_the_plot(tmp_path, astronaut_path):
+    """report.html of a small evaluation opens in the browser: the summary, the plot and every image with its scores.
+
+    The "renders" here are the reference face itself (mirrored for odd seeds, a second person as a rotated copy),
+    so that faces are found and the plot has points; the scores themselves are measured as in any run.
+    """
+    from PIL import ImageOps
+    from playwright.sync_api import sync_playwright
+
+    from celebbasis_ext.evaluate.clip_score import load_prompt_scorer
+    from celebbasis_ext.evaluate.prompts import Prompt
+    from celebbasis_ext.evaluate.runner import EvalPlan, Variant, run_eval
+    from celebbasis_ext.evaluate.scoring import choose_judge, photo_reference
+    from celebbasis_ext.face.encoders import extract_face
+    from tiny_clip import write_tiny_clip
+
+    judge = choose_judge(["none"], "dlib")
+    face = extract_face(str(astronaut_path), judge.encoder).head_crop.resize((192, 192))
+    reference, _ = photo_reference([str(astronaut_path)], judge.encoder)
+    faces = {"ann": face, "bob": face.rotate(10)}
+
+    def render(item):
+        picture = faces[item.people[0]]
+        return ImageOps.mirror(picture) if item.seed % 2 else picture
+
+    prompts = [Prompt("single", 0, "{} in a park"), Prompt("single", 1, "a painting of {}")]
+    variants = [Variant(label, {"ann": "ann", "bob": "bob"}, {}, {}) for label in ("preset=Fast", "preset=Best")]
+    plan = EvalPlan(out_dir=tmp_path / "report", variants=variants, references={"ann": reference, "bob": reference},
+                    prompts=prompts, seeds=[0, 1], judge=judge, render=render,
+                    prompt_scorer=load_prompt_scorer(str(write_tiny_clip(tmp_path / "clip"))))
+    outcome = run_eval(plan)
+    assert len(outcome.records) == 16 and all(r["faces"] == 1 for r in outcome.records)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(outcome.files["html"].as_uri(), wait_until="load")
+            assert "overall" in page.inner_text("#summary") and "preset=Best" in page.inner_text("#summary")
+            plot = page.locator("#scatter img")
+            plot.scroll_into_view_if_needed()
+            page.wait_for_function("() => document.querySelector('#scatter img').naturalWidth > 300", timeout=30_000)
+            assert page.locator("section.prompt").count() == 2
+            images = page.locator("section.prompt img")
+            assert images.count() == 16
+            for index in range(16):
+                images.nth(index).scroll_into_view_if_needed()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('section.prompt img')].every(i => i.complete && i.naturalWidth)",
+                timeout=30_000)
+            captions = page.locator("section.prompt figcaption").all_inner_texts()
+            assert len(captions) == 16 and all(c.startswith("id 0.") and " · text " in c for c in captions)
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -44,6 +44,8 @@ def test_wheel_carries_the_ui_script_style_and_data(wheel):
         assert archive.read("celebbasis_ext/webui/assets/style.css") == (ROOT / "style.css").read_bytes()
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "celebbasis_ext/data/celeb_names.txt" in names
+    assert {f"celebbasis_ext/data/prompts_{kind}.txt" for kind in ("single", "style", "two-person")} <= names
+    assert "celebbasis_ext/evaluate/runner.py" in names  # celebbasis eval
     assert "celebbasis = celebbasis_ext.cli:main" in entry_points
     assert not any(name.startswith(("tests/", "scripts/", "javascript/")) for name in names)
 

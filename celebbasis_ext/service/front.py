@@ -216,13 +216,13 @@ class CelebBasisService:
                                      else f"failed: {one_line(error)}")
                 raise
             self.jobs.set_status(message="saved")
-            return self._tuned(name, outcome, photos, likeness)
+            return self._tuned(name, outcome, photos, likeness, face_index)
 
-    def _tuned(self, name: str, outcome, photos, likeness: bool) -> dict:
+    def _tuned(self, name: str, outcome, photos, likeness: bool, face_index: Optional[int] = None) -> dict:
         """After the file is written: reload hook, the result, and the likeness when asked."""
         warnings = list(outcome.warnings)
         self.folder.forget_likeness(name)  # a replaced file's old score does not describe the new one
-        self.previews.remember(name, outcome.faces.features)
+        self._remember_reference(name, outcome, photos, face_index)
         self._notify_saved(outcome.path, warnings)
         metadata = {key: value for key, value in outcome.identity.metadata.items() if key != "coefficients"}
         result = {
@@ -286,16 +286,48 @@ class CelebBasisService:
 
         return self.previews.render_and_score(
             name, int(count or self.settings.preview_count), seed, render=self.render,
-            likeness_encoder=self._likeness_encoder, photos=photos, face_index=face_index,
+            likeness_judge=self.likeness_judge, photos=photos, face_index=face_index,
             cancelled=lambda: self.jobs.cancelled(self.host_should_cancel), on_image=on_image)
 
-    def _likeness_encoder(self):
-        kind = self.resolve_face_encoder()
-        return self.face_encoder("auto" if kind == "none" else kind)
+    # ------------------------------------------------------------------ likeness, as celebbasis eval scores it
+    def likeness_judge(self, path):
+        """The face model that scores an identity's renders: the same choice as ``celebbasis eval --judge auto``
+        (a model other than the one it was tuned with, when one is available)."""
+        from ..evaluate.scoring import choose_judge, tuned_with
+        from ..identity import load_identity
+
+        return choose_judge([tuned_with(load_identity(path).metadata)], "auto", load=self.face_encoder)
+
+    def likeness_reference(self, name: str, judge, photos=None, face_index: Optional[int] = None):
+        """The judge's feature of an identity's training photos (remembered from tuning here, else read from
+        ``photos``), or (None, why not)."""
+        return self.previews.reference(name, judge, photos, face_index)
+
+    def _remember_reference(self, name: str, outcome, photos, face_index: Optional[int]) -> None:
+        """The judge's feature of the training photos, for previews without the photo (memory only)."""
+        from ..evaluate.scoring import features_reference, photo_reference
+
+        self.previews.forget(name)
+        try:
+            judge = self.likeness_judge(outcome.path)
+            if judge.name == outcome.faces.encoder_name:
+                reference = features_reference(outcome.faces.features)
+            else:
+                reference, _ = photo_reference(photos, judge.encoder, face_index)
+        except Exception:  # noqa: BLE001 - no judge here: previews will say so
+            log.debug("no likeness reference for %s", name, exc_info=True)
+            return
+        self.previews.remember(name, judge.name, reference)
+
+    def run_exclusive(self, name: str, job: Callable[[Callable[[], bool]], Any]):
+        """``job(should_cancel)`` as one job (never beside a tuning or preview); Interrupt, ours or the host's,
+        stops it."""
+        with self.jobs.running(name, 0, "evaluating"):
+            return job(lambda: self.jobs.cancelled(self.host_should_cancel))
 
     @property
     def _references(self) -> dict:
-        """Name -> the training photos' face feature, kept in memory after a tuning (``Previews.references``)."""
+        """Name -> (judge, the training photos' face feature), kept in memory after a tuning."""
         return self.previews.references
 
     # ------------------------------------------------------------------ the identities made

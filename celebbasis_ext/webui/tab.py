@@ -30,6 +30,7 @@ from ..pipeline import FACE_ENCODERS
 from ..service import PRESETS, CelebBasisService, normalize_photo, one_line
 from ..tuning import MODES, TuneOptions
 from .compat import import_gradio
+from .evaluate_section import build_evaluate_section
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,8 @@ class TabCallbacks:
         for image, prompt, score in zip(result["images"], result["prompts"], result["scores"]):
             items.append((image, prompt if score is None else f"{prompt} · likeness {score:.3f}"))
         if result["likeness"] is not None:
-            text = _html("ok", f"Likeness {result['likeness']:.3f} (cosine similarity of the face features; "
+            text = _html("ok", f"Likeness {result['likeness']:.3f} (judged with {result.get('judge')}: cosine "
+                               "similarity of the face features, as in celebbasis eval; "
                                "the same person usually scores above 0.4 with insightface, above 0.9 with dlib)")
         else:
             text = _html("info", result.get("note") or "no likeness score")
@@ -421,6 +423,7 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
                 refresh = gr.Button("Refresh", elem_id="celebbasis_refresh")
                 delete = gr.Button("Delete", variant="stop", elem_id="celebbasis_delete")
             delete_note = gr.HTML(elem_id="celebbasis_delete_note")
+        tab.celebbasis_evaluate = build_evaluate_section(service, queued, event_kwargs)
 
         hidden = event_kwargs(show_progress="hidden")
         name.change(cb.check_name, inputs=[name, overwrite], outputs=[name_hint], **hidden)
