@@ -1,7 +1,9 @@
 """Installs what CelebBasis needs, with the WebUI's own helpers (``launch.is_installed``/``run_pip``).
 
 Runs on every WebUI start, so it only looks (no pip call) when everything is
-there. What it adds when missing:
+there. ComfyUI-Manager runs it too, with ComfyUI's Python and no WebUI
+launcher: then pip itself is called (``python -m pip``), with the same rules.
+What it adds when missing:
 
 * an ONNX runtime for insightface's face models: ``onnxruntime-gpu`` when the
   WebUI's torch sees CUDA 12 (the CUDA that PyPI's onnxruntime-gpu is built
@@ -26,10 +28,14 @@ encoders that are there. A failure never stops the WebUI from starting.
 """
 
 import importlib.metadata
+import importlib.util
 import os
 import tempfile
 
-import launch
+try:
+    import launch  # the WebUI's launcher (A1111, Forge, SD.Next)
+except ImportError:  # ComfyUI-Manager runs this file with ComfyUI's Python
+    launch = None
 
 
 def _distributions():
@@ -78,11 +84,17 @@ def plan():
     if not _onnxruntime_builds():
         build = "onnxruntime-gpu" if _torch_cuda_major() == ONNXRUNTIME_GPU_CUDA else "onnxruntime"
         steps.append((f"install {build}", f"{build} for CelebBasis"))
-    if not launch.is_installed("dlib"):  # dlib or dlib-bin: both provide the module
+    if not _is_installed("dlib"):  # dlib or dlib-bin: both provide the module
         steps.append(("install dlib-bin", "dlib-bin for CelebBasis"))
     if not _at_least("face_recognition_models", (0, 3, 0)):
         steps.append(('install "face_recognition_models>=0.3.0"', "face_recognition_models for CelebBasis"))
     return steps
+
+
+def _is_installed(module) -> bool:
+    if launch is not None:
+        return launch.is_installed(module)
+    return importlib.util.find_spec(module) is not None
 
 
 def _constraints_file():
@@ -94,12 +106,12 @@ def _constraints_file():
 
 
 def _pip_directly(args, constraints, desc):
-    """SD.Next's run_pip silently skips any package named onnxruntime*: install it with pip itself."""
+    """pip itself: without a WebUI launcher, and where SD.Next's run_pip silently skips onnxruntime*."""
     import shlex
     import subprocess
     import sys
 
-    print(f"CelebBasis: the WebUI's installer skipped {desc.replace(' for CelebBasis', '')}; running pip directly")
+    print(f"CelebBasis: installing {desc.replace(' for CelebBasis', '')}")
     command = [sys.executable, "-m", "pip", *shlex.split(args), "-c", constraints, "--prefer-binary"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -115,13 +127,17 @@ def main():
     try:
         for args, desc in steps:
             try:
+                if launch is None:
+                    _pip_directly(args, constraints, desc)
+                    continue
                 launch.run_pip(f'{args} -c "{constraints}"', desc)
                 if args.startswith("install onnxruntime") and not _onnxruntime_builds():
+                    print("CelebBasis: the WebUI's installer skipped onnxruntime; running pip directly")
                     _pip_directly(args, constraints, desc)
             except Exception as error:  # noqa: BLE001 - report and go on; the WebUI must start
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 print(f"CelebBasis: could not install {desc.replace(' for CelebBasis', '')} ({first}); "
-                      "the tab will say which face encoders are missing")
+                      "CelebBasis will say which face encoders are missing")
     finally:
         os.remove(constraints)
 

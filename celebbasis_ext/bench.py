@@ -6,6 +6,15 @@ backward pass, on the same inputs, with nothing else. The engine's step adds
 sampling, the mapping layer, the optimiser and the EMA; ``ratio`` says what
 that costs. Real-size architectures are built with random weights, which cost
 exactly what the real weights cost.
+
+Step and floor samples are taken in turn (step, floor, step, floor, ...), so
+that a machine busy with something else slows both alike; the report gives
+the minimum and the median of each, the ratio of the medians and of the
+minima, and the load average and torch's thread count while they ran. Each
+sample also records CPU time (the process's, all threads), which other
+programs on the machine disturb far less than wall-clock time. A sample times
+steps 2..N of its run: the first step holds one-time set-up (the optimiser's
+state), not the per-step cost.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .errors import BadInput
 from .tuning import TuneOptions
 
 
@@ -36,9 +46,9 @@ class BenchReport:
     batch_size: int
     steps: int
     repeats: int
-    step_seconds: float
-    floor_seconds: float
-    ratio: float
+    step_seconds: float  # median
+    floor_seconds: float  # median
+    ratio: float  # of the medians
     identity_seconds: float
     identity_steps: int
     peak_memory_mb: float
@@ -51,6 +61,21 @@ class BenchReport:
     torch_version: str = torch.__version__
     step_samples: list = field(default_factory=list)
     floor_samples: list = field(default_factory=list)
+    step_min_seconds: float = 0.0
+    floor_min_seconds: float = 0.0
+    ratio_of_mins: float = 0.0
+    step_cpu_samples: list = field(default_factory=list)
+    floor_cpu_samples: list = field(default_factory=list)
+    cpu_ratio: float = 0.0  # of the medians of CPU time
+    threads: int = 0  # torch.get_num_threads() while measuring
+    load_average: list = field(default_factory=list)  # 1-minute load average before and after the samples
+
+
+def _load_average() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on Windows
+        return float("nan")
 
 
 def _sync(device: torch.device) -> None:
@@ -65,8 +90,9 @@ def _peak_memory_mb(device: torch.device) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def floor_step_seconds(adapter, basis, latents, options: TuneOptions, steps: int) -> float:
-    """Seconds per step of: text encoder forward + UNet forward + backward into the slots."""
+def floor_step_times(adapter, basis, latents, options: TuneOptions, steps: int) -> tuple[float, float]:
+    """Wall and CPU seconds per step of: text encoder forward + UNet forward + backward into the slots
+    (one untimed step first, as a tuning sample leaves out its first)."""
     device = adapter.device
     batch = options.batch_size
     generator = torch.Generator("cpu").manual_seed(0)
@@ -81,15 +107,28 @@ def floor_step_seconds(adapter, basis, latents, options: TuneOptions, steps: int
 
     autocast_dtype = _autocast_dtype(options.dtype, device, adapter.dtype)
     with adapter.tuning_session():
-        _sync(device)
-        started = time.perf_counter()
-        for _ in range(steps):
+        for step in range(steps + 1):
+            if step == 1:
+                _sync(device)
+                wall, cpu = time.perf_counter(), time.process_time()
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 prediction = adapter.predict(noisy, timesteps, adapter.encode_prompts(templates, learned))
             F.mse_loss(prediction.float(), noise).backward()
             learned.grad = None
         _sync(device)
-        return (time.perf_counter() - started) / steps
+        return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+
+
+def tuning_step_times(adapter, basis, photos, features, options: TuneOptions) -> tuple[float, float]:
+    """Wall and CPU seconds per step of a real tuning run, over steps 2..N: marked by its progress reports
+    (at step 1 and at the last step when ``report_every`` is the step count), each after the loss is read."""
+    from . import tuning
+
+    marks = []
+    tuning.tune(adapter, basis, photos, features, options,
+                progress=lambda _: marks.append((time.perf_counter(), time.process_time())))
+    (wall, cpu), (wall_end, cpu_end) = marks[0], marks[-1]
+    return (wall_end - wall) / (options.steps - 1), (cpu_end - cpu) / (options.steps - 1)
 
 
 def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, identity_steps: Optional[int] = None,
@@ -103,6 +142,8 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
     import numpy as np
 
     options = options or TuneOptions()
+    if steps < 2:
+        raise BadInput("the bench needs at least 2 steps per sample (the first is left out of the timing)")
     device = adapter.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -123,15 +164,20 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
     tune(adapter, basis, [photo], features, TuneOptions(**{**asdict(run), "steps": 2}))  # warm-up
     warmup = time.perf_counter() - started
     log(f"warm-up (2 steps): {warmup:.1f} s")
-    step_samples = []
-    for _ in range(repeats):
-        result = tune(adapter, basis, [photo], features, run)
-        step_samples.append(result.loop_seconds / steps)
-        log(f"step: {step_samples[-1] * 1000:.1f} ms")
     resolution = run.resolution or adapter.resolution
     latents = adapter.encode_images(torch.zeros(run.batch_size, 3, resolution, resolution)).float()
-    floor_samples = [floor_step_seconds(adapter, basis, latents, run, steps) for _ in range(repeats)]
-    log(f"floor: {statistics.median(floor_samples) * 1000:.1f} ms")
+    step_samples, floor_samples, step_cpu, floor_cpu = [], [], [], []
+    load_before = _load_average()
+    for repeat in range(repeats):  # in turn, so that other work on the machine slows both alike
+        wall, cpu = tuning_step_times(adapter, basis, [photo], features, run)
+        step_samples.append(wall)
+        step_cpu.append(cpu)
+        wall, cpu = floor_step_times(adapter, basis, latents, run, steps - 1)
+        floor_samples.append(wall)
+        floor_cpu.append(cpu)
+        log(f"sample {repeat + 1}/{repeats}: step {step_samples[-1] * 1000:.1f} ms, "
+            f"floor {floor_samples[-1] * 1000:.1f} ms (CPU {step_cpu[-1] * 1000:.1f} / {floor_cpu[-1] * 1000:.1f} ms)")
+    load_after = _load_average()
 
     if identity_steps is None:
         from .service import DEFAULT_PRESET, PRESETS
@@ -154,7 +200,11 @@ def run_bench(adapter, model_label: str, steps: int = 20, repeats: int = 3, iden
         identity_steps=identity_steps, peak_memory_mb=_peak_memory_mb(device), basis_build_seconds=basis_build,
         basis_cached_seconds=basis_cached, write_seconds=write, step_samples=step_samples,
         floor_samples=floor_samples, warmup_seconds=warmup, channels_last=getattr(adapter, "channels_last", False),
-        compiled=getattr(adapter, "compile_unet", False),
+        compiled=getattr(adapter, "compile_unet", False), step_min_seconds=min(step_samples),
+        floor_min_seconds=min(floor_samples), ratio_of_mins=min(step_samples) / min(floor_samples),
+        step_cpu_samples=step_cpu, floor_cpu_samples=floor_cpu,
+        cpu_ratio=statistics.median(step_cpu) / statistics.median(floor_cpu),
+        threads=torch.get_num_threads(), load_average=[load_before, load_after],
     )
 
 
@@ -162,9 +212,14 @@ def format_report(report: BenchReport) -> str:
     rows = [
         ("model", f"{report.model} ({report.family}) on {report.device}, {report.dtype}, {report.resolution} px, "
                   f"batch {report.batch_size}"),
-        ("step", f"{report.step_seconds * 1000:.1f} ms (median of {report.repeats} x {report.steps} steps)"),
-        ("floor", f"{report.floor_seconds * 1000:.1f} ms (text encoder + UNet forward/backward)"),
-        ("ratio", f"{report.ratio:.3f}"),
+        ("step", f"median {report.step_seconds * 1000:.1f} ms, min {report.step_min_seconds * 1000:.1f} ms "
+                 f"({report.repeats} samples of {report.steps - 1} timed steps, in turn with the floor's)"),
+        ("floor", f"median {report.floor_seconds * 1000:.1f} ms, min {report.floor_min_seconds * 1000:.1f} ms "
+                  "(text encoder + UNet forward/backward)"),
+        ("ratio", f"{report.ratio:.3f} (medians), {report.ratio_of_mins:.3f} (minima), "
+                  f"{report.cpu_ratio:.3f} (medians of CPU time)"),
+        ("machine", f"load average {report.load_average[0]:.2f} -> {report.load_average[1]:.2f}, "
+                    f"{report.threads} torch threads"),
         ("one identity", f"{report.identity_seconds:.1f} s ({report.identity_steps} steps)"),
         ("peak memory", f"{report.peak_memory_mb:.0f} MB"),
         ("basis", f"{report.basis_build_seconds:.2f} s to build, {report.basis_cached_seconds:.3f} s from cache"),

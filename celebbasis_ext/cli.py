@@ -26,8 +26,14 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
+MODEL_HELP = ("diffusers folder, single-file .safetensors checkpoint, or a Hugging Face id: owner/name (diffusers "
+              "layout) or owner/name/file.safetensors, downloaded once into the Hugging Face cache")
+OFFLINE_HELP = "never download: a Hugging Face id must already be in the cache (as HF_HUB_OFFLINE=1)"
+
+
 def _add_model_options(parser):
-    parser.add_argument("--model", required=True, help="diffusers folder or single-file .safetensors checkpoint")
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    parser.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     parser.add_argument("--prediction-type", default="auto", choices=("auto", "epsilon", "v"),
@@ -108,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument("--arch", choices=("tiny-sd1", "tiny-sd2", "tiny-sdxl", "sd15", "sd21", "sdxl"),
                         help="a real or tiny architecture with random weights")
-    source.add_argument("--model", help="a model folder or checkpoint")
+    source.add_argument("--model", help=MODEL_HELP)
+    bench.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     bench.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     bench.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
@@ -123,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file")
     inspect.add_argument("--json", action="store_true")
 
+    doctor = commands.add_parser("doctor", help="what this computer has for CelebBasis, what is missing, how to fix it")
+    doctor.add_argument("--models-dir", default=None, help="folder with insightface buffalo_l models")
+    doctor.add_argument("--webui-root", default=None, help="the WebUI folder, when not run from inside it")
+    doctor.add_argument("--json", action="store_true")
+
+    download = commands.add_parser("download", help="fetch the face models or the CLIP vocabulary, with progress")
+    download.add_argument("what", choices=("face-models", "clip-vocab"),
+                          help="face-models: insightface buffalo_l (about 280 MB, verified); "
+                               "clip-vocab: CLIP's tokenizer files for single-file checkpoints (1.7 MB)")
+    download.add_argument("--models-dir", default=None, help="where face models go (default ~/.insightface/models)")
+
     ui = commands.add_parser("ui", help="serve the WebUI tab and the HTTP API on a diffusers model (local only)")
     _add_model_options(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
@@ -133,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--allow-download", action="store_true", help="download face models if missing")
     ui.add_argument("--names", default=None, help="your own celebrity names file")
     ui.add_argument("--preview-steps", type=int, default=20, help="sampling steps of preview images")
+    from .evaluate.command import add_parser as add_eval_parser
+
+    add_eval_parser(commands, _add_model_options)
     return parser
 
 
@@ -316,8 +337,42 @@ def cmd_ui(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect,
-            "tune-batch": cmd_tune_batch, "bench": cmd_bench, "ui": cmd_ui}
+def cmd_doctor(args) -> int:
+    from .doctor import MISSING, as_json, report, run_checks
+
+    findings = run_checks(models_dir=args.models_dir, webui_root=args.webui_root)
+    print(json.dumps(as_json(findings), indent=2) if args.json else report(findings))
+    return EXIT_FAILURE if any(item.status == MISSING for item in findings) else EXIT_OK
+
+
+def cmd_download(args) -> int:
+    if args.what == "clip-vocab":
+        from .clip_tokenizer import tokenizer_files_dir
+
+        print(tokenizer_files_dir(allow_download=True))
+        return EXIT_OK
+    from .face import model_files
+
+    folder = model_files.find_buffalo_l(args.models_dir)
+    if folder is None:
+        target = model_files.default_download_dir(args.models_dir)
+        print(f"downloading insightface buffalo_l into {target} (non-commercial research licence)", file=sys.stderr)
+        folder = model_files.download_buffalo_l(target, progress=True)
+    else:
+        print(f"already there: {folder}", file=sys.stderr)
+    print(folder)
+    return EXIT_OK
+
+
+def cmd_eval(args) -> int:
+    from .evaluate.command import run
+
+    return run(args, _load)
+
+
+COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "generate": cmd_generate, "basis": cmd_basis, "inspect": cmd_inspect,
+            "tune-batch": cmd_tune_batch, "bench": cmd_bench, "ui": cmd_ui, "doctor": cmd_doctor,
+            "download": cmd_download}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -326,6 +381,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "offline", False):
+            os.environ["HF_HUB_OFFLINE"] = "1"  # for huggingface_hub, diffusers and transformers alike
         return COMMANDS[args.command](args)
     except Cancelled as error:
         print(f"cancelled: {error}", file=sys.stderr)
@@ -342,6 +399,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if debug:
             raise
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ModuleNotFoundError as error:  # torch, diffusers, gradio ...: say which command installs it
+        if debug:
+            raise
+        from .doctor import missing_package_message
+
+        ours = (error.name or "").split(".")[0] == __name__.split(".")[0]  # a bug of ours, not an install step
+        print(f"error: {error if ours else missing_package_message(error.name or '')}", file=sys.stderr)
         return EXIT_FAILURE
     except MemoryError:
         print("error: out of memory; try fewer steps, --dtype fp16, or a smaller --resolution", file=sys.stderr)

@@ -1,11 +1,13 @@
-"""The CLIP BPE tokenizer, built offline from the BPE merges file.
+"""The CLIP BPE tokenizer files, found on disk or fetched once.
 
 Stable Diffusion 1.x, 2.x and SDXL all use OpenAI's CLIP BPE vocabulary
 (49408 tokens). A diffusers model folder ships it; a single-file checkpoint
-does not. The merges list (``bpe_simple_vocab_16e6.txt.gz``) is inside
-open_clip, and transformers' CLIP tokenizer may sit in the Hugging Face cache
-of any WebUI user: we look there, then build ``vocab.json``/``merges.txt``
-once into our cache folder.
+does not. We take it, in order, from: our own derived copy; open_clip's merges
+file (``bpe_simple_vocab_16e6.txt.gz``, when that package is installed), from
+which ``vocab.json``/``merges.txt`` are derived once; a CLIP tokenizer already
+in the Hugging Face cache (most WebUI users have ``openai/clip-vit-large-patch14``);
+and, when online, a download of that tokenizer's two files (1.7 MB) through
+huggingface_hub into its standard cache. ``HF_HUB_OFFLINE=1`` forbids the download.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_SIZE = 49408
 MERGE_COUNT = VOCAB_SIZE - 256 * 2 - 2
 START_TOKEN, END_TOKEN = "<|startoftext|>", "<|endoftext|>"
-HF_TOKENIZER_REPOS = ("openai/clip-vit-large-patch14",)
+HF_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
+HF_TOKENIZER_REPOS = (HF_TOKENIZER_REPO,)
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
 
 
 def cache_dir() -> Path:
@@ -78,18 +82,62 @@ def _hf_cached_tokenizer_dir() -> Path | None:
         return None
     for repo in HF_TOKENIZER_REPOS:
         try:
-            folder = snapshot_download(repo, allow_patterns=["vocab.json", "merges.txt"], local_files_only=True)
+            folder = snapshot_download(repo, allow_patterns=list(TOKENIZER_FILES), local_files_only=True)
         except Exception:
             continue
-        if (Path(folder) / "vocab.json").is_file() and (Path(folder) / "merges.txt").is_file():
+        if all((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
             return Path(folder)
     return None
 
 
-def tokenizer_files_dir() -> Path:
-    """A folder with ``vocab.json`` and ``merges.txt`` for the CLIP BPE vocabulary."""
+def hub_offline() -> bool:
+    """True when Hugging Face downloads are switched off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def download_tokenizer_files(repo: str = HF_TOKENIZER_REPO) -> Path:
+    """Fetch ``vocab.json`` and ``merges.txt`` into the Hugging Face cache (progress bars on stderr)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise ModelFilesMissing("huggingface_hub is not installed: `pip install huggingface_hub`") from None
+    try:
+        paths = [Path(hf_hub_download(repo, name)) for name in TOKENIZER_FILES]
+    except Exception as exc:  # no network, a proxy, the hub down: each its own exception type
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first if len(first) <= 160 else first[:157].rsplit(" ", 1)[0] + " ..."
+        raise ModelFilesMissing(f"could not download the CLIP tokenizer files from {repo} ({first})") from None
+    return paths[0].parent
+
+
+def tokenizer_source() -> tuple[str, Path] | None:
+    """Where ``tokenizer_files_dir`` would take the vocabulary from, without writing or downloading anything."""
     derived = cache_dir() / "clip_tokenizer"
-    if (derived / "vocab.json").is_file() and (derived / "merges.txt").is_file():
+    if all((derived / name).is_file() for name in TOKENIZER_FILES):
+        return "derived copy", derived
+    bpe = find_bpe_file()
+    if bpe is not None:
+        return "open_clip's merges file", bpe
+    cached = _hf_cached_tokenizer_dir()
+    if cached is not None:
+        return "Hugging Face cache", cached
+    return None
+
+
+def tokenizer_files_dir(allow_download: bool | None = None) -> Path:
+    """A folder with ``vocab.json`` and ``merges.txt`` for the CLIP BPE vocabulary.
+
+    ``allow_download`` None means "unless the hub is switched off offline".
+    """
+    derived = cache_dir() / "clip_tokenizer"
+    if all((derived / name).is_file() for name in TOKENIZER_FILES):
         return derived
     bpe = find_bpe_file()
     if bpe is not None:
@@ -97,10 +145,19 @@ def tokenizer_files_dir() -> Path:
     cached = _hf_cached_tokenizer_dir()
     if cached is not None:
         return cached
-    raise ModelFilesMissing(
-        "the CLIP tokenizer files are not available offline: use a diffusers model folder (it ships them), "
-        "or `pip install --no-deps open_clip_torch`, or put vocab.json and merges.txt in " + str(derived)
-    )
+    if allow_download is None:
+        allow_download = not hub_offline()
+    ways = (f"use a diffusers model folder (it ships them), put vocab.json and merges.txt in {derived}, "
+            "or `pip install --no-deps open_clip_torch`")
+    if not allow_download:
+        raise ModelFilesMissing(
+            f"the CLIP tokenizer files are not on this computer and downloads are off (offline): "
+            f"run once online (they come from {HF_TOKENIZER_REPO}, 1.7 MB), or {ways}"
+        )
+    try:
+        return download_tokenizer_files()
+    except ModelFilesMissing as exc:
+        raise ModelFilesMissing(f"{exc}; {ways}") from None
 
 
 @lru_cache(maxsize=4)

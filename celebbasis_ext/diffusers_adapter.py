@@ -61,6 +61,7 @@ class DiffusersAdapter(ModelAdapter):
         self.channels_last = False
         self.compile_unet = False
         self._compiled_unet = None
+        self._session_dtype = None
 
     # -- vocabulary -------------------------------------------------------
     def token_embedding_tables(self) -> list[torch.Tensor]:
@@ -76,7 +77,9 @@ class DiffusersAdapter(ModelAdapter):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.pipe.unet.dtype
+        # diffusers' ``unet.dtype`` walks every submodule (~1.3 ms on a tiny UNet, ~5 ms on SD1.5): read once
+        # per tuning session, where it cannot change, instead of twice per step
+        return self._session_dtype or self.pipe.unet.dtype
 
     @property
     def resolution(self) -> int:
@@ -162,19 +165,19 @@ class DiffusersAdapter(ModelAdapter):
         return {"context": torch.cat(hidden, dim=-1), "pooled": pooled}
 
     def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, cond: Any) -> torch.Tensor:
-        unet = self.pipe.unet
-        context = cond["context"].to(unet.dtype)
+        unet, dtype = self.pipe.unet, self.dtype
+        context = cond["context"].to(dtype)
         extra = None
         if self.family == ModelFamily.SDXL:
             size = self.resolution
-            time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=unet.dtype)
+            time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device, dtype=dtype)
             batch = noisy_latents.shape[0]
-            extra = {"text_embeds": cond["pooled"].to(unet.dtype), "time_ids": time_ids.expand(batch, -1)}
+            extra = {"text_embeds": cond["pooled"].to(dtype), "time_ids": time_ids.expand(batch, -1)}
         if self.compile_unet:
             if self._compiled_unet is None or self._compiled_unet._orig_mod is not unet:
                 self._compiled_unet = torch.compile(unet)  # a wrapper: the pipeline's UNet is not replaced
             unet = self._compiled_unet
-        return unet(noisy_latents.to(self.pipe.unet.dtype), timesteps, encoder_hidden_states=context,
+        return unet(noisy_latents.to(dtype), timesteps, encoder_hidden_states=context,
                     added_cond_kwargs=extra).sample
 
     # -- state ---------------------------------------------------------------
@@ -189,6 +192,8 @@ class DiffusersAdapter(ModelAdapter):
         unet = self.pipe.unet
         with ModelStateGuard(self.frozen_modules()) as guard:
             guard.freeze()
+            outer_dtype, self._session_dtype = self._session_dtype, unet.dtype
+            guard.on_exit(lambda: setattr(self, "_session_dtype", outer_dtype))
             if self.gradient_checkpointing and getattr(unet, "_supports_gradient_checkpointing", False):
                 flags = {m: m.gradient_checkpointing for m in unet.modules() if hasattr(m, "gradient_checkpointing")}
                 unet.enable_gradient_checkpointing()

@@ -33,3 +33,14 @@ class TuningFailed(CelebBasisError, RuntimeError):
 
 class Cancelled(CelebBasisError):
     """The user cancelled; nothing was written."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line for the user (never a traceback)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, MemoryError) or "out of memory" in text.lower():
+        return ("out of memory: choose the Fast preset or a smaller resolution, start the WebUI with --medvram, "
+                "or close other programs using the GPU")
+    if isinstance(error, CelebBasisError):  # written for the user already
+        return text
+    return text if type(error).__name__ in text else f"{type(error).__name__}: {text}"

@@ -17,17 +17,23 @@ another (``ann`` and ``anna``) and misses names written in another case;
 this module installs a word-aware, case-insensitive replacement on the
 pipeline instance it loads into (``pipe.maybe_convert_prompt``).
 
+``embeddings_for_prompts(pipe, folder)`` does the same for the length of a
+``with`` block without changing the model (for a pipeline that is tuned too).
+
 ``generate_image(pipe, prompt, ...)`` renders one image reproducibly (the
 seed drives a CPU generator, so a seed gives the same latents on any device).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import math
 import re
 import types
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -139,25 +145,16 @@ def _write_rows(tokenizer, encoder, name: str, vectors) -> None:
             weight[tokenizer.convert_tokens_to_ids(token)] = vector.to(weight.device, weight.dtype)
 
 
-def load_embeddings_into(pipe, folder, *, warn: Optional[Callable[[str], None]] = None) -> list[str]:
-    """Load every ``.safetensors`` embedding in ``folder``; return the prompt names loaded, sorted.
+def _embedding_files(folder, encoders, warning: Callable[[str], None]):
+    """(file name, prompt name, {key: [n, width] float32}) for each usable embedding in ``folder``.
 
-    Names are the file names without extension, lower-cased. Unusable files
-    are skipped with a warning; a missing folder is ``BadInput``.
+    Unusable files are skipped with a warning; a missing folder is ``BadInput``.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInput(f"no such embeddings folder: {folder}")
-
-    def warning(message: str) -> None:
-        logger.warning(message)
-        if warn is not None:
-            warn(message)
-
-    encoders = _text_encoders(pipe)
     wanted = [key for key, _, _ in encoders]
     widths = {key: _width(encoder) for key, _, encoder in encoders}
-    loaded: list[str] = []
     for path in sorted(folder.iterdir(), key=lambda p: p.name.lower()):
         if not path.is_file() or path.suffix.lower() != ".safetensors":
             if path.is_file() and path.suffix.lower() in (".pt", ".bin", ".ckpt"):
@@ -181,6 +178,28 @@ def load_embeddings_into(pipe, folder, *, warn: Optional[Callable[[str], None]] 
         if mismatch:
             warning(f"embedding {path.name} skipped: made for another model ({'; '.join(mismatch)})")
             continue
+        yield path.name, name, tensors
+
+
+def _warner(warn: Optional[Callable[[str], None]]) -> Callable[[str], None]:
+    def warning(message: str) -> None:
+        logger.warning(message)
+        if warn is not None:
+            warn(message)
+
+    return warning
+
+
+def load_embeddings_into(pipe, folder, *, warn: Optional[Callable[[str], None]] = None) -> list[str]:
+    """Load every ``.safetensors`` embedding in ``folder``; return the prompt names loaded, sorted.
+
+    Names are the file names without extension, lower-cased. Unusable files
+    are skipped with a warning; a missing folder is ``BadInput``.
+    """
+    warning = _warner(warn)
+    encoders = _text_encoders(pipe)
+    loaded: list[str] = []
+    for file_name, name, tensors in _embedding_files(folder, encoders, warning):
         count = next(iter(tensors.values())).shape[0]
         existing = [_own_tokens(tokenizer, name) for _, tokenizer, _ in encoders]
         if all(n == count for n in existing):
@@ -189,12 +208,12 @@ def load_embeddings_into(pipe, folder, *, warn: Optional[Callable[[str], None]] 
             loaded.append(name)
             continue
         if any(existing):
-            warning(f"embedding {path.name} skipped: '{name}' is already loaded with a different number of vectors; "
+            warning(f"embedding {file_name} skipped: '{name}' is already loaded with a different number of vectors; "
                     "reload the model to change it")
             continue
         reason = next((why for _, tokenizer, _ in encoders if (why := _conflict(tokenizer, name, count))), None)
         if reason:
-            warning(f"embedding {path.name} skipped: {reason}")
+            warning(f"embedding {file_name} skipped: {reason}")
             continue
         done = []
         try:
@@ -209,11 +228,84 @@ def load_embeddings_into(pipe, folder, *, warn: Optional[Callable[[str], None]] 
                 except Exception:  # noqa: BLE001 - best effort
                     pass
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            warning(f"embedding {path.name} skipped: diffusers refused it ({first_line[:200]})")
+            warning(f"embedding {file_name} skipped: diffusers refused it ({first_line[:200]})")
             continue
         loaded.append(name)
     install_prompt_expansion(pipe)
     return loaded
+
+
+@contextlib.contextmanager
+def embeddings_for_prompts(pipe, folder, *, warn: Optional[Callable[[str], None]] = None) -> Iterator[list[str]]:
+    """Within the block, prompts given to ``pipe`` may use every embedding in ``folder``; the model is untouched.
+
+    For a pipeline that is also tuned (the standalone UI): ``load_embeddings_into``
+    would grow its token tables, which changes the model's fingerprint (the
+    basis cache key) and keeps the name as a token. Here the pipeline's
+    tokenizers are swapped for copies with the names added, and each text
+    encoder's token-embedding module gets hooks that look the new ids up as
+    row 0 and then write the file's vectors in their place, exactly the rows
+    ``load_embeddings_into`` would have added. On exit the tokenizers are put
+    back and the hooks removed. Yields the names usable, sorted.
+    """
+    warning = _warner(warn)
+    encoders = _text_encoders(pipe)
+    copies = [copy.deepcopy(tokenizer) for _, tokenizer, _ in encoders]
+    extra: list[dict] = [{} for _ in encoders]  # per encoder: new token id -> vector
+    names: list[str] = []
+    for file_name, name, tensors in _embedding_files(folder, encoders, warning):
+        count = next(iter(tensors.values())).shape[0]
+        tokens = [name] + [f"{name}_{i}" for i in range(1, count)]
+        reason = next((why for tokenizer in copies if (why := _conflict(tokenizer, name, count))), None)
+        if reason:
+            warning(f"embedding {file_name} skipped: {reason}")
+            continue
+        for index, ((key, _, _), tokenizer) in enumerate(zip(encoders, copies)):
+            tokenizer.add_tokens(tokens)
+            for token, vector in zip(tokens, tensors[key]):
+                extra[index][tokenizer.convert_tokens_to_ids(token)] = vector
+        names.append(name)
+    attributes = ["tokenizer", "tokenizer_2"][: len(encoders)]
+    originals = [getattr(pipe, attribute) for attribute in attributes]
+    handles = []
+    try:
+        for (_, _, encoder), vectors in zip(encoders, extra):
+            if vectors:
+                handles += _lookup_hooks(encoder.get_input_embeddings(), vectors)
+        for attribute, tokenizer in zip(attributes, copies):
+            setattr(pipe, attribute, tokenizer)
+        install_prompt_expansion(pipe)
+        yield names
+    finally:
+        for attribute, tokenizer in zip(attributes, originals):
+            setattr(pipe, attribute, tokenizer)
+        for handle in handles:
+            handle.remove()
+
+
+def _lookup_hooks(embedding, vectors: dict) -> list:
+    """Hooks on an ``nn.Embedding``: ids in ``vectors`` are looked up as row 0, then replaced by their vector."""
+    import torch
+
+    new_ids = torch.tensor(sorted(vectors))
+    seen = {}
+
+    def before(module, args):
+        ids = args[0]
+        mask = torch.isin(ids, new_ids.to(ids.device))
+        seen["ids"] = ids if bool(mask.any()) else None
+        return None if seen["ids"] is None else (ids.masked_fill(mask, 0), *args[1:])
+
+    def after(module, args, output):
+        ids = seen.pop("ids", None)
+        if ids is None:
+            return output
+        output = output.clone()
+        for token_id, vector in vectors.items():
+            output[ids == token_id] = vector.to(output.device, output.dtype)
+        return output
+
+    return [embedding.register_forward_pre_hook(before), embedding.register_forward_hook(after)]
 
 
 # ----------------------------------------------------------------------------- prompts

@@ -137,6 +137,17 @@ def _remove_stale_temporaries(folder: Path, name: str) -> None:
 
 
 
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The header metadata of a ``.safetensors`` file: no tensor is read, nothing is unpickled."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:
+        raise BadInput(f"{Path(path).name} is not a readable .safetensors file ({type(error).__name__})") from None
+
+
 def load_identity(path: str | os.PathLike) -> Identity:
     """Read a Textual-Inversion ``.safetensors`` (ours or anyone's); never unpickles."""
     from safetensors import safe_open

@@ -1,4 +1,5 @@
-// CelebBasis tab: progress while training, Send to txt2img, name hints, delete confirmation.
+// CelebBasis tab: progress while training, Send to txt2img (or the standalone prompt box), name hints,
+// delete confirmation.
 // In the WebUI this file is injected after the host's script.js (gradioApp, randomId,
 // requestProgress, updateInput, switch_to_txt2img exist). The standalone UI loads it too,
 // where those helpers are missing: then progress comes from ./celebbasis/v1/progress.
@@ -56,12 +57,15 @@
                 .then(function (p) {
                     if (p.busy) {
                         seenBusy = true;
-                        var text = p.total ? "Step " + p.step + " / " + p.total : (p.message || "Preparing");
+                        // before the first step the message says what is going on (e.g. a face-model download)
+                        var text = p.total && (p.step || !p.message) ? "Step " + p.step + " / " + p.total
+                            : (p.message ? p.message.charAt(0).toUpperCase() + p.message.slice(1) : "Preparing");
                         if (p.loss !== null && p.loss !== undefined) {
                             text += " · loss " + Number(p.loss).toFixed(4);
                         }
                         if (p.eta_seconds !== null && p.eta_seconds !== undefined && p.step) {
-                            text += " · ETA " + formatSeconds(p.eta_seconds);
+                            // measured from the first steps
+                            text += " · about " + formatSeconds(p.eta_seconds) + " left";
                         }
                         setProgressText(text);
                     }
@@ -76,9 +80,10 @@
         setTimeout(tick, 300);
     }
 
-    // Train button: give the run a task id (first input) and show the host's progress bar.
-    window.celebbasis_train = function () {
-        var args = Array.from(arguments);
+    // Train and Preview: give the run a task id (first input) and show the host's progress bar (with its
+    // ETA) under the Train button; in the standalone UI, our own progress line there.
+    function withProgress(args) {
+        args = Array.from(args);
         var id = newTaskId();
         args[0] = id;
         var box = el("celebbasis_progress");
@@ -88,9 +93,18 @@
             pollOwnProgress();
         }
         return args;
+    }
+
+    window.celebbasis_train = function () {
+        return withProgress(arguments);
     };
 
-    // Send to txt2img: append the token to the txt2img prompt and switch tabs.
+    window.celebbasis_preview = function () {
+        return withProgress(arguments);
+    };
+
+    // Send to txt2img: append the token to the txt2img prompt and switch tabs. The standalone
+    // UI has no txt2img: the token goes to its own prompt box below the tab.
     window.celebbasis_send_to_txt2img = function () {
         var args = Array.from(arguments);
         var token = String(args[0] || "").trim();
@@ -98,6 +112,15 @@
             return [];
         }
         var prompt = root().querySelector("#txt2img_prompt textarea");
+        var own = root().querySelector("#celebbasis_render_prompt textarea");
+        if (!prompt && own) {
+            var current = own.value.replace(/\s+$/, "");
+            own.value = current ? current + ", " + token : "a photo of " + token;
+            own.dispatchEvent(new Event("input", {bubbles: true}));
+            own.scrollIntoView({block: "center"});
+            own.focus();
+            return [];
+        }
         if (!prompt) {
             if (navigator.clipboard && navigator.clipboard.writeText) {
                 navigator.clipboard.writeText(token).catch(function () {});

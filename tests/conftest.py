@@ -16,6 +16,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    """With CI=true a skip outside tests/ci_skips.py's allow-list fails the run."""
+    import ci_skips
+
+    config.pluginmanager.register(ci_skips, "celebbasis-ci-skips")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Derived tokenizer files and bases go to a per-run folder, never ~/.cache."""
@@ -39,6 +46,21 @@ def tiny_pipeline(arch: str):
 
         _PIPELINES[arch] = build_pipeline(arch, seed=0)
     return _PIPELINES[arch]
+
+
+def fresh_pipeline(arch: str):
+    """A pipeline of its own (seed 0, the same weights as ``tiny_pipeline``) that a test may change:
+    loading embeddings grows its tokenizers and text encoders. build_pipeline's tokenizers are
+    shared (lru_cache), so each gets a copy."""
+    import copy
+
+    from celebbasis_ext.architectures import build_pipeline
+
+    pipe = build_pipeline(arch, seed=0)
+    pipe.tokenizer = copy.deepcopy(pipe.tokenizer)
+    if getattr(pipe, "tokenizer_2", None) is not None:
+        pipe.tokenizer_2 = copy.deepcopy(pipe.tokenizer_2)
+    return pipe
 
 
 @pytest.fixture(params=["tiny-sd1", "tiny-sd2", "tiny-sdxl"])

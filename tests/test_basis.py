@@ -47,10 +47,10 @@ def test_user_names_file(tmp_path):
     path = tmp_path / "names.txt"
     path.write_text("# mine\nTom Hanks\ntom hanks\nEmma Stone\tgender=f\n\n", encoding="utf-8")
     assert read_names(path) == [("Tom Hanks", {}), ("Emma Stone", {"gender": "f"})]
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="names file not found: .*missing.txt"):
         read_names(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="names file .*empty.txt holds no names"):
         read_names(tmp_path / "empty.txt")
 
 

@@ -20,6 +20,46 @@ def test_bench_reports_step_floor_and_ratio(capsys, tmp_path):
     assert "ratio" in capsys.readouterr().out
 
 
+def test_bench_takes_step_and_floor_samples_in_turn(capsys, tmp_path, monkeypatch):
+    """Interleaved, so that a busy machine slows both alike; min and median of each, both ratios."""
+    from celebbasis_ext import bench, tuning
+
+    order = []
+    real_tune, real_floor = tuning.tune, bench.floor_step_times
+
+    def tune(*args, **kwargs):
+        order.append(("step", args[4].steps))
+        return real_tune(*args, **kwargs)
+
+    def floor(*args, **kwargs):
+        order.append(("floor", args[-1]))
+        return real_floor(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "tune", tune)
+    monkeypatch.setattr(bench, "floor_step_times", floor)
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--arch", "tiny-sd1", "--steps", "5", "--repeats", "3", "--identity-steps", "2",
+                 "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    # the warm-up and the one-identity run are 2-step runs; each sample times steps 2..5 against 4 floor steps
+    assert [call for call in order if call[1] != 2] == [("step", 5), ("floor", 4)] * 3
+    report = json.loads(out.read_text())
+    for kind in ("step", "floor"):
+        samples = report[f"{kind}_samples"]
+        assert len(samples) == 3 and len(report[f"{kind}_cpu_samples"]) == 3
+        assert report[f"{kind}_min_seconds"] == min(samples)
+        assert report[f"{kind}_seconds"] == sorted(samples)[1]  # the median of three
+    assert abs(report["ratio_of_mins"] - min(report["step_samples"]) / min(report["floor_samples"])) < 1e-9
+    assert abs(report["cpu_ratio"] - sorted(report["step_cpu_samples"])[1] / sorted(report["floor_cpu_samples"])[1]) \
+        < 1e-9
+    assert report["threads"] >= 1 and len(report["load_average"]) == 2
+    printed = capsys.readouterr().out
+    assert "(medians)" in printed and "(minima)" in printed and "load average" in printed
+
+    assert main(["bench", "--arch", "tiny-sd1", "--steps", "1"]) == 2
+    assert "at least 2 steps" in capsys.readouterr().err
+
+
 def test_tune_batch_one_identity_per_photo_and_folder(capsys, tmp_path):
     from conftest import tiny_pipeline
 

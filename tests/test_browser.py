@@ -1,4 +1,4 @@
-"""A real browser drives the standalone UI: upload a photo, press Train, see the token and the file.
+"""A real browser drives the standalone UI: upload a photo, press Train, see the token and the file, render it.
 
 Headless Debian Chromium (/usr/bin/chromium) through Python Playwright; no
 browser is ever downloaded. Skipped, with the reason, when chromium,
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_pipeline
-from helpers import noise_photo, small_names_file
+from helpers import needs_dlib, noise_photo, small_names_file
 
 CHROMIUM = os.environ.get("CELEBBASIS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -98,12 +98,123 @@ def test_upload_train_see_token_and_file(server, tmp_path):
             page.wait_for_function(
                 "() => document.querySelector('#celebbasis_identities').innerText.includes('zed_browser')",
                 timeout=30_000)
+            assert page.evaluate("typeof window.celebbasis_train") == "function"  # the script was injected
+            assert "#celebbasis_train" in page.evaluate(
+                "Array.from(document.querySelectorAll('style')).map(s => s.textContent).join(' ')")  # our CSS too
+            # No txt2img here: "Use in prompt" fills the page's own prompt box, Render draws with the token.
+            assert page.inner_text("#celebbasis_send").strip() == "Use in prompt"
+            page.click("#celebbasis_send")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_render_prompt textarea').value === 'a photo of zed_browser'",
+                timeout=30_000)
+            page.click("#celebbasis_render_button")
+            page.wait_for_function(
+                "() => document.querySelector('#celebbasis_render_note').innerText.includes('Rendered with zed_browser')",
+                timeout=120_000)
+            assert page.locator("#celebbasis_render_image img").count() == 1
             # A page opened afterwards lists it too (the table is filled at page load, not at UI build).
             fresh = browser.new_page()
             fresh.goto(server.url, wait_until="domcontentloaded")
             fresh.wait_for_function(
                 "() => { const t = document.querySelector('#celebbasis_identities');"
                 " return t && t.innerText.includes('zed_browser'); }", timeout=60_000)
+            # ... and a click on its row fills Token and File, empty after the reload
+            assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == ""
+            fresh.locator("#celebbasis_identities").scroll_into_view_if_needed()  # its rows render when seen
+            fresh.locator("#celebbasis_identities td").filter(has_text="zed_browser").last.click()
+            fresh.wait_for_function(
+                "() => { const e = document.querySelector('#celebbasis_file textarea, #celebbasis_file input');"
+                " return e && e.value.endsWith('zed_browser.safetensors'); }", timeout=30_000)
+            assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == "zed_browser"
+            # on this CPU the note next to Train says so, with the time measured on the run above
+            note = fresh.inner_text("#celebbasis_train_note")
+            assert "runs on the CPU" in note and "Expected time" in note, note
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+@needs_dlib
+def test_face_captions_are_whole(server, astronaut_path):
+    """The gallery caption names the face for a person ("face 1 (largest)") and is not cut off."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#celebbasis_train", timeout=60_000)
+            page.click("#celebbasis_advanced")
+            page.click("#celebbasis_face_encoder input")
+            page.get_by_role("option", name="dlib", exact=True).click()
+            page.set_input_files("#celebbasis_photos input[type=file]", str(astronaut_path))
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#celebbasis_faces .caption-label')]"
+                ".some(e => e.innerText.trim() === 'face 1 (largest)')", timeout=60_000)
+            caption = page.locator("#celebbasis_faces .caption-label").first
+            box = caption.evaluate("e => [e.scrollWidth, e.clientWidth, e.getBoundingClientRect().right,"
+                                   " e.parentElement.getBoundingClientRect().right]")
+            assert box[0] <= box[1] + 1 and box[2] <= box[3] + 1, box  # no ellipsis, inside its thumbnail
+        finally:
+            browser.close()
+
+
+@needs_dlib
+def test_eval_report_shows_the_grid_and_the_plot(tmp_path, astronaut_path):
+    """report.html of a small evaluation opens in the browser: the summary, the plot and every image with its scores.
+
+    The "renders" here are the reference face itself (mirrored for odd seeds, a second person as a rotated copy),
+    so that faces are found and the plot has points; the scores themselves are measured as in any run.
+    """
+    from PIL import ImageOps
+    from playwright.sync_api import sync_playwright
+
+    from celebbasis_ext.evaluate.clip_score import load_prompt_scorer
+    from celebbasis_ext.evaluate.prompts import Prompt
+    from celebbasis_ext.evaluate.runner import EvalPlan, Variant, run_eval
+    from celebbasis_ext.evaluate.scoring import choose_judge, photo_reference
+    from celebbasis_ext.face.encoders import extract_face
+    from tiny_clip import write_tiny_clip
+
+    judge = choose_judge(["none"], "dlib")
+    face = extract_face(str(astronaut_path), judge.encoder).head_crop.resize((192, 192))
+    reference, _ = photo_reference([str(astronaut_path)], judge.encoder)
+    faces = {"ann": face, "bob": face.rotate(10)}
+
+    def render(item):
+        picture = faces[item.people[0]]
+        return ImageOps.mirror(picture) if item.seed % 2 else picture
+
+    prompts = [Prompt("single", 0, "{} in a park"), Prompt("single", 1, "a painting of {}")]
+    variants = [Variant(label, {"ann": "ann", "bob": "bob"}, {}, {}) for label in ("preset=Fast", "preset=Best")]
+    plan = EvalPlan(out_dir=tmp_path / "report", variants=variants, references={"ann": reference, "bob": reference},
+                    prompts=prompts, seeds=[0, 1], judge=judge, render=render,
+                    prompt_scorer=load_prompt_scorer(str(write_tiny_clip(tmp_path / "clip"))))
+    outcome = run_eval(plan)
+    assert len(outcome.records) == 16 and all(r["faces"] == 1 for r in outcome.records)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(outcome.files["html"].as_uri(), wait_until="load")
+            assert "overall" in page.inner_text("#summary") and "preset=Best" in page.inner_text("#summary")
+            plot = page.locator("#scatter img")
+            plot.scroll_into_view_if_needed()
+            page.wait_for_function("() => document.querySelector('#scatter img').naturalWidth > 300", timeout=30_000)
+            assert page.locator("section.prompt").count() == 2
+            images = page.locator("section.prompt img")
+            assert images.count() == 16
+            for index in range(16):
+                images.nth(index).scroll_into_view_if_needed()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('section.prompt img')].every(i => i.complete && i.naturalWidth)",
+                timeout=30_000)
+            captions = page.locator("section.prompt figcaption").all_inner_texts()
+            assert len(captions) == 16 and all(c.startswith("id 0.") and " · text " in c for c in captions)
             assert not errors, errors
         finally:
             browser.close()

@@ -92,23 +92,30 @@ def test_tuned_file_loads_in_diffusers_and_renders(capsys, tmp_path, model_folde
 
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, model_folders, astronaut_path):
     out = tmp_path / "embeddings"
+    model = model_folders["tiny-sd1"]
     cases = [
-        ["tune", astronaut_path, "--model", model_folders["tiny-sd1"], "--name", "../evil", "--out", out],
-        ["tune", astronaut_path, "--model", model_folders["tiny-sd1"], "--name", "ok", "--out", out, "--steps", 0],
-        ["tune", astronaut_path, "--model", model_folders["tiny-sd1"], "--name", "ok", "--out", out, "--lr", "nan"],
-        ["tune", astronaut_path, "--model", model_folders["tiny-sd1"], "--name", "ok", "--out", out, "--mode", "x"],
-        ["tune", tmp_path / "missing.jpg", "--model", model_folders["tiny-sd1"], "--name", "ok", "--out", out],
-        ["tune", astronaut_path, "--model", tmp_path / "nope", "--name", "ok", "--out", out],
-        ["tune", astronaut_path, "--model", model_folders["tiny-sd1"], "--name", "ok", "--out", out,
-         "--face-encoder", "none"],
-        ["inspect", tmp_path / "missing.safetensors"],
-        ["frobnicate"],
+        (["tune", astronaut_path, "--model", model, "--name", "../evil", "--out", out],
+         "the name '../evil' must not contain path separators"),
+        (["tune", astronaut_path, "--model", model, "--name", "ok", "--out", out, "--steps", 0],
+         "steps must be a whole number from 1 to 20000, not 0"),
+        (["tune", astronaut_path, "--model", model, "--name", "ok", "--out", out, "--lr", "nan"],
+         "learning rate must be a number in (0, 1], not nan"),
+        (["tune", astronaut_path, "--model", model, "--name", "ok", "--out", out, "--mode", "x"],
+         "unknown mode 'x': choose paper or direct"),
+        (["tune", tmp_path / "missing.jpg", "--model", model, "--name", "ok", "--out", out],
+         "no such photo: "),
+        (["tune", astronaut_path, "--model", tmp_path / "nope", "--name", "ok", "--out", out], "model not found: "),
+        (["tune", astronaut_path, "--model", model, "--name", "ok", "--out", out, "--face-encoder", "none"],
+         "face encoder 'none' works only with mode 'direct'"),
+        (["inspect", tmp_path / "missing.safetensors"], "no such file: "),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
     ]
-    for argv in cases:
+    for argv, words in cases:
         code, stdout, stderr = _run(capsys, *argv)
         assert code == 2, (argv, stderr)
         lines = [line for line in stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "Traceback" not in stderr, stderr
+        assert words in lines[0], (argv, lines[0])
     assert not out.exists() or not any(out.iterdir())
 
 

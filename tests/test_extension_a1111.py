@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import b64_image, noise_photo
-from host_helpers import fast_settings, gradio_available, needs_gradio, our_callbacks, queued_function
+from host_helpers import fast_settings, needs_gradio, our_callbacks, queued_function
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "host_standins" / "a1111"
@@ -57,13 +57,6 @@ def test_loads_registers_and_reads_settings(booted):
     assert Path(sys.modules["celebbasis_ext"].__file__).resolve().parent == ROOT / "celebbasis_ext"
     assert not any(name == "ldm" or name.startswith(("ldm.", "sgm")) for name in sys.modules)
 
-    if gradio_available:  # the settings' components are gradio classes
-        host.modules.script_callbacks.ui_settings_callback()
-        labels = host.shared.opts.data_labels
-        ours = {key: info for key, info in labels.items() if key.startswith("celebbasis_")}
-        assert set(ours) == set(module.host.OPTIONS)
-        assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
-
     settings = module.service().settings
     assert settings.allow_download is False  # --celebbasis-no-download wins over the setting
     host.shared.opts.data["celebbasis_allow_download"] = True
@@ -81,6 +74,16 @@ def test_loads_registers_and_reads_settings(booted):
     host.shared.opts.data["celebbasis_subfolder"] = "celebbasis"
 
 
+@needs_gradio  # the settings' components are gradio classes
+def test_settings_section_lists_every_option(booted):
+    host, _ = booted
+    module = script_module(host)
+    host.modules.script_callbacks.ui_settings_callback()
+    ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
+    assert set(ours) == set(module.host.OPTIONS)
+    assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
+
+
 @needs_gradio
 def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, tmp_path):
     from celebbasis_ext.model_guard import state_digest
@@ -93,6 +96,10 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
     [(blocks, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
     assert (title, elem_id) == ("CelebBasis", "celebbasis")
     train = queued_function(blocks, "train")
+    callbacks = blocks.celebbasis_callbacks
+    # --use-cpu all: said next to the Train button before anything runs (nothing measured yet)
+    [note_box] = [block for block in blocks.blocks.values() if block.elem_id == "celebbasis_train_note"]
+    assert "runs on the CPU" in note_box.value and "after the first steps" in note_box.value
 
     seen = []
     original_hook = service.host_progress
@@ -111,7 +118,7 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
     loads = db.load_count
     outputs = train("task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2, 0.01, 23, "auto", "none",
                     "auto (largest face)", False)
-    token, file, _, _, hint, status = outputs
+    token, file, _, _, hint, note, status = outputs
     assert "exists" in hint
     assert token == "zed_host", status
     path = Path(file)
@@ -125,14 +132,38 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
     assert state_digest([model]) == before
     assert host.modules.progress.current_task is None and state.job_count == 0
 
+    # the expected time, measured on this run, now stands next to the Train button
+    import json
+
+    timing = json.loads((path.parent / "celebbasis-timing.json").read_text())["cpu"]
+    assert timing["name"] == "zed_host" and timing["steps"] == 2 and timing["step_seconds"] > 0
+    expected = timing["setup_seconds"] + 200 * timing["step_seconds"]
+    assert service.expected_time(200)["seconds"] == pytest.approx(expected)
+    assert "runs on the CPU" in note and "Expected time for 2 steps" in note
+    assert "Expected time for 200 steps" in callbacks.train_note(200)
+
+    # after a page reload Token and File are empty: the identities table (a click) or the Identity list fills them
+    from celebbasis_ext.webui.tab import identity_rows
+
+    choices, page_note = callbacks.page_load(200)
+    assert "zed_host" in choices["choices"] and "Expected time for 200 steps" in page_note
+    chosen, token_box, file_box = callbacks.select_row(identity_rows(service), [0, 4])
+    assert (chosen["value"], token_box, file_box) == ("zed_host", "zed_host", str(path))
+    assert callbacks.choose_identity("zed_host") == ("zed_host", str(path))
+    assert callbacks.choose_identity("nobody") == ({"__type__": "update"}, {"__type__": "update"})
+
+    # the tab's Interrupt with nothing of ours running leaves the host's generation alone
+    callbacks.interrupt()
+    assert state.interrupted is False
+
     # the host's Interrupt button during a run: nothing written, the model as it was
     def interrupt(update):
         original_hook(update)
         state.interrupt()
 
     service.host_progress = interrupt
-    token, file, _, _, _, status = train("task(celebbasis-2)", [str(photo)], "zed_stopped", "Fast", 50, 0.01, 23,
-                                      "auto", "none", "auto (largest face)", False)
+    *_, status = train("task(celebbasis-2)", [str(photo)], "zed_stopped", "Fast", 50, 0.01, 23,
+                       "auto", "none", "auto (largest face)", False)
     assert "Interrupted" in status and not (path.parent / "zed_stopped.safetensors").exists()
     assert state.interrupted is False  # the host resets it after the call
     assert state_digest([model]) == before
@@ -143,11 +174,10 @@ def test_tab_trains_through_the_host_queue_reloads_and_leaves_the_model(booted, 
                        "auto (largest face)", False)
     assert "already exists" in status and "Traceback" not in status
 
-    callbacks = blocks.celebbasis_callbacks
     assert "exists" in callbacks.check_name("zed_host")
     gallery, choice, note, face_map = callbacks.detect([str(photo)], "none")
     assert gallery == [] and face_map == [] and "centre" in note and choice["value"] == "auto (largest face)"
-    assert callbacks.select_face([0, 1, 0], 1)["value"] == "1"
+    assert callbacks.select_face([0, 1, 0], 1)["value"] == "face 2"  # counted from 1 for people
     assert callbacks.preset_steps("Best")["value"] == 800
     assert callbacks.encoder_mode("none")["value"] == "direct"
     assert "value" not in callbacks.encoder_mode("dlib")

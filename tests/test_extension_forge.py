@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from helpers import b64_image, noise_photo
-from host_helpers import (fast_settings, gradio_available, in_worker, needs_gradio, our_callbacks,
+from host_helpers import (fast_settings, in_worker, needs_gradio, our_callbacks,
                           queued_function)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,15 +69,7 @@ def test_loads_registers_and_reads_settings(forge, tmp_path, flavor):
     if flavor == "neo":
         with pytest.raises(ImportError):
             import modules.sd_hijack  # noqa: F401 - Neo has none
-
-    if gradio_available:
-        host.modules.script_callbacks.ui_settings_callback()
-        ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
-        assert set(ours) == set(module.host.OPTIONS)
-        assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
-        [(blocks, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
-        assert (title, elem_id) == ("CelebBasis", "celebbasis")
-    assert type(host.shared.sd_model).__name__ == "FakeInitialModel"  # registering and building loaded nothing
+    assert type(host.shared.sd_model).__name__ == "FakeInitialModel"  # registering loaded nothing
 
     service = module.service()
     assert service.settings.allow_download is False
@@ -85,6 +77,20 @@ def test_loads_registers_and_reads_settings(forge, tmp_path, flavor):
     expected = "embeddings" if flavor == "main" else "models/embeddings"
     assert Path(host.shared.cmd_opts.embeddings_dir) == host.root / expected
     assert service.check_name("zed_free").ok
+
+
+@needs_gradio
+@pytest.mark.parametrize("flavor", ["neo", "main"])
+def test_settings_section_and_tab_are_built_without_loading_a_model(forge, tmp_path, flavor):
+    host = forge.boot(tmp_path / "webui", flavor=flavor, kind="sd15", load=False, args=ARGS, extensions=[ROOT])
+    module = script_module(host)
+    host.modules.script_callbacks.ui_settings_callback()
+    ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
+    assert set(ours) == set(module.host.OPTIONS)
+    assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
+    [(_, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
+    assert (title, elem_id) == ("CelebBasis", "celebbasis")
+    assert type(host.shared.sd_model).__name__ == "FakeInitialModel"  # building the tab loaded nothing
 
 
 @needs_gradio
@@ -114,8 +120,9 @@ def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_
     before = snapshot(host)
     outputs = in_worker(train, "task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2, 0.01, 23, "auto", "none",
                         "auto (largest face)", False)
-    token, file, _, _, _, status = outputs
+    token, file, _, _, _, note, status = outputs
     assert token == "zed_host", status
+    assert "runs on the CPU" in note and "Expected time for 2 steps" in note  # measured on this run
     assert "Done" in status and "Time taken" in status  # Forge's wrapper appended its timing
     path = Path(file)
     assert path.parent == Path(host.shared.cmd_opts.embeddings_dir).resolve() / "celebbasis" and path.is_file()
@@ -155,23 +162,54 @@ def test_tab_trains_in_a_worker_thread_and_the_next_generate_uses_it(forge, tmp_
     assert "Interrupted" in status and not (path.parent / "zed_stopped.safetensors").exists()
     assert state.interrupted is False and snapshot(host) == before
 
-    # a preview through the host's processing (a generation with the token)
+    # a preview through the host's processing (a generation with the token), at the training size (64 px here,
+    # recorded in the file), one image per call with the host's bar counting images and steps
     service.host_progress = original_hook
-    host.shared.opts.data["celebbasis_preview_steps"] = 1
+    host.shared.opts.data["celebbasis_preview_steps"] = 2
     preview = queued_function(blocks, "preview")
     asked, process_images = [], host.processing.process_images
 
-    def small(p):  # the tiny model samples at 64 px whatever size the preview asks for (checked here)
-        asked.append((p.width, p.height, p.steps, p.prompt))
-        p.width = p.height = 64
-        return process_images(p)
+    def watched(p):
+        asked.append((p.width, p.height, p.steps, list(p.prompt), state.job_count, state.job_no, state.textinfo,
+                      host.modules.progress.current_task))
+        processed = process_images(p)
+        asked[-1] += ((state.job_no, state.sampling_steps),)  # the host's nextjob() moved the bar on
+        return processed
 
-    host.processing.process_images = small
-    gallery, note = in_worker(preview, "zed_host", [str(photo)], "auto (largest face)")
-    size = {"sdxl": 1024, "sd20": 768}.get(kind, 512)  # each family's native size
-    assert asked and all(a[:3] == (size, size, 1) and all("zed_host" in t for t in a[3]) for a in asked)
-    assert len(gallery) == len(asked[0][3]) and "error" not in note, note
+    host.processing.process_images = watched
+    gallery, table, note = in_worker(preview, "task(celebbasis-3)", "zed_host", [str(photo)], "auto (largest face)")
+    assert "error" not in note and len(gallery) == len(asked) == service.settings.preview_count == 4, note
+    assert all(a[:3] == (64, 64, 2) and len(a[3]) == 1 and "zed_host" in a[3][0] for a in asked)
+    assert [a[4:7] for a in asked] == [(4, i, f"CelebBasis: preview {i + 1}/4") for i in range(4)]
+    assert {a[7] for a in asked} == {"task(celebbasis-3)"} and [a[8] for a in asked] == [(i, 2) for i in range(1, 5)]
+    assert [image.size for image, _ in gallery] == [(64, 64)] * 4
+    assert any(row[0] == "zed_host" for row in table["value"])  # the table comes back (its Likeness column)
     assert snapshot(host) == before
+
+    # Interrupt pressed in the tab while the first image renders: the host's sampler stops, nothing is shown
+    callbacks, asked[:] = blocks.celebbasis_callbacks, []
+
+    def interrupted(p):
+        callbacks.interrupt()  # what the Interrupt button's click runs (in another worker, meanwhile)
+        return watched(p)
+
+    host.processing.process_images = interrupted
+    gallery, _, note = in_worker(preview, "task(celebbasis-4)", "zed_host", [str(photo)], "auto (largest face)")
+    assert gallery == [] and "interrupted" in note and len(asked) == 1
+    assert asked[0][8][0] == 0  # the host stopped before finishing an image
+    assert state.interrupted is False and service.progress()["message"] == "preview interrupted"
+    callbacks.interrupt()  # with nothing of ours running, the host's generation is left alone
+    assert state.interrupted is False
+    host.processing.process_images = process_images
+    assert snapshot(host) == before
+
+    # the size setting, when set, wins over the recorded training size; without either, the family's own
+    size = module.host.preview_size
+    host.shared.opts.data["celebbasis_preview_size"] = 128
+    assert size(path, host.shared.sd_model) == 128
+    host.shared.opts.data["celebbasis_preview_size"] = 0
+    assert size(path, host.shared.sd_model) == 64
+    assert size(tmp_path / "missing.safetensors", host.shared.sd_model) == {"sdxl": 1024, "sd20": 768}.get(kind, 512)
 
 
 @pytest.mark.parametrize("flavor, kind", [("neo", "sdxl"), ("main", "sd15")])

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from helpers import b64_image, noise_photo
-from host_helpers import fast_settings, gradio_available, in_worker, needs_gradio, our_callbacks
+from host_helpers import fast_settings, in_worker, needs_gradio, our_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--auth", "alice:pw", "--celebbasis-no-download"]
@@ -90,18 +90,24 @@ def test_loads_registers_and_reads_settings(sdnext, tmp_path):
     module = script_module(host)
     assert module.host.__name__ == "celebbasis_ext.webui.a1111_host"
     assert str(host.root / "extensions" / ROOT.name) not in sys.path  # only during the import
-    if gradio_available:
-        host.modules.script_callbacks.ui_settings_callback()
-        ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
-        assert set(ours) == set(module.host.OPTIONS)
-        assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
-        [(_, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
-        assert (title, elem_id) == ("CelebBasis", "celebbasis")
-    assert host.modeldata.model_data.sd_model is None  # registering and building loaded nothing
+    assert host.modeldata.model_data.sd_model is None  # registering loaded nothing
     service = module.service()
     settings = service.settings
     assert settings.allow_download is False and settings.webui_root == str(host.root)
     assert service.out_dir == (host.root / "models" / "embeddings" / "celebbasis").resolve()
+
+
+@needs_gradio
+def test_settings_section_and_tab_are_built_without_loading_a_model(sdnext, tmp_path):
+    host = sdnext.boot(tmp_path / "sdnext", checkpoint="tiny-sd1", load=False, args=ARGS, extensions=[ROOT])
+    module = script_module(host)
+    host.modules.script_callbacks.ui_settings_callback()
+    ours = {key: info for key, info in host.shared.opts.data_labels.items() if key.startswith("celebbasis_")}
+    assert set(ours) == set(module.host.OPTIONS)
+    assert all(info.section == ("celebbasis", "CelebBasis") for info in ours.values())
+    [(_, title, elem_id)] = host.modules.script_callbacks.ui_tabs_callback()
+    assert (title, elem_id) == ("CelebBasis", "celebbasis")
+    assert host.modeldata.model_data.sd_model is None  # building the tab loaded nothing
 
 
 @needs_gradio
@@ -130,9 +136,10 @@ def test_tab_trains_through_the_host_queue_and_the_next_prompt_uses_it(sdnext, t
     photo = tmp_path / "photo.png"
     noise_photo(size=96).save(photo)
     before = pipeline_state(host)
-    token, file, _, _, _, status = in_worker(train, "task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2, 0.01,
-                                             23, "auto", "none", "auto (largest face)", False)
+    token, file, _, _, _, note, status = in_worker(train, "task(celebbasis-1)", [str(photo)], "zed_host", "Fast", 2,
+                                                   0.01, 23, "auto", "none", "auto (largest face)", False)
     assert token == "zed_host", status
+    assert "runs on the CPU" in note  # SD.Next's devices.device
     assert "Done" in status and "Time:" in status  # SD.Next's wrapper appended its timing
     path = Path(file)
     assert path.is_file() and path.parent == (host.root / "models" / "embeddings" / "celebbasis").resolve()
@@ -151,6 +158,7 @@ def test_tab_trains_through_the_host_queue_and_the_next_prompt_uses_it(sdnext, t
     with torch.no_grad():
         ours = adapter_for_loaded_model(load=False).encode_prompts(["a photo of {}"], embedding)
     torch.testing.assert_close(prompt_embeds, ours["context"], atol=1e-5, rtol=1e-4)
+    assert (pooled is None) == (ours["pooled"] is None)  # SDXL has one, SD1 none
     if pooled is not None:
         torch.testing.assert_close(pooled, ours["pooled"], atol=1e-5, rtol=1e-4)
 

@@ -272,8 +272,10 @@ def test_index_out_of_range_and_not_an_integer():
     encoder = StubEncoder([_face(10, 10, 100)])
     with pytest.raises(BadInput, match="face index 3 is out of range: photo has 1 face"):
         extract_face(PHOTO, encoder, face_index=3)
-    for bad in (-1, True, 0.5, "0"):
-        with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="face index -1 is out of range"):
+        extract_face(PHOTO, encoder, face_index=-1)
+    for bad in (True, 0.5, "0"):
+        with pytest.raises(BadInput, match="face index must be a whole number, got"):
             extract_face(PHOTO, encoder, face_index=bad)
 
 

@@ -1,4 +1,4 @@
-"""Faults: a process killed while saving, out of memory through the CLI, stale temporaries."""
+"""Faults: a process killed while saving, out of memory through the CLI, stale temporaries, a diverging loss."""
 
 import os
 import signal
@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from celebbasis_ext.adapter import ModelFamily
@@ -79,3 +80,28 @@ def test_out_of_memory_in_cli_gives_advice(capsys, tmp_path, monkeypatch):
     assert code == 1
     assert "error: out of GPU memory" in err and "--medvram" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_in_a_host_leaves_its_model_bit_identical_and_writes_nothing(tmp_path, monkeypatch, bad):
+    """A loss that diverges inside A1111 (stand-in): one clear message, no file, the host's model unchanged."""
+    from celebbasis_ext.errors import TuningFailed
+    from celebbasis_ext.pipeline import TuneRequest, tune_identity
+    from celebbasis_ext.tuning import TuneOptions
+    from helpers import assert_bit_identical, noise_photo, small_names_file, state_copy
+    from test_a1111_adapter import make_adapter
+
+    host, adapter = make_adapter(tmp_path, "sd1", resolution=64)
+    model = host.shared.sd_model
+    before = state_copy([model])
+    original = adapter.predict
+    monkeypatch.setattr(adapter, "predict", lambda *args: original(*args) * bad)
+    out_dir = Path(host.shared.cmd_opts.embeddings_dir) / "celebbasis"
+    request = TuneRequest(photos=[noise_photo()], name="zqxnan", out_dir=out_dir, face_encoder="none",
+                          options=TuneOptions(steps=4, mode="direct", pool_size=4, resolution=64, report_every=2),
+                          names_file=str(small_names_file(tmp_path)), k=64, basis_cache_dir=str(tmp_path / "basis"))
+    with pytest.raises(TuningFailed, match=r"the loss became NaN or infinite; try fp32 \(--dtype fp32\) or a lower"):
+        tune_identity(adapter, request)
+    assert host.shared.sd_model is model
+    assert_bit_identical(before, state_copy([model]))
+    assert not out_dir.exists() or not any(out_dir.iterdir())

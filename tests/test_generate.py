@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 import checkpoints
-from conftest import tiny_pipeline
+from conftest import fresh_pipeline, tiny_pipeline
 from celebbasis_ext.errors import BadInput
 from celebbasis_ext.generate import expand_prompt, generate_image, load_embeddings_into
 
 WIDTHS = {"tiny-sd1": [32], "tiny-sd2": [48], "tiny-sdxl": [32, 48]}
-
-
-def fresh_pipeline(arch: str):
-    """A pipeline of its own: loading embeddings grows its tokenizers and text encoders.
-
-    build_pipeline's tokenizers are shared (lru_cache), so each gets a copy.
-    """
-    from celebbasis_ext.architectures import build_pipeline
-
-    pipe = build_pipeline(arch, seed=0)
-    pipe.tokenizer = copy.deepcopy(pipe.tokenizer)
-    if getattr(pipe, "tokenizer_2", None) is not None:
-        pipe.tokenizer_2 = copy.deepcopy(pipe.tokenizer_2)
-    return pipe
 
 
 def write_embedding(folder, name, arch, seed, vectors=2, widths=None):

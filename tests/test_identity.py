@@ -73,11 +73,18 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["anna_k.safetensors"] and previous.read_bytes() == content
 
 
-@pytest.mark.parametrize("name", ["", "   ", "a/b", "a\\b", "..", "...", "C:evil", "x" * 65, "bad\x00name", "sp ace",
-                                  "-dash", "con", "a..b"])
-def test_bad_names_refused(name):
-    with pytest.raises(BadInput):
+@pytest.mark.parametrize("name, words", [
+    ("", "the name is empty"), ("   ", "the name is empty"),
+    ("a/b", "must not contain path separators"), ("a\\b", "must not contain path separators"),
+    ("..", "drive letters or dots"), ("...", "drive letters or dots"), ("C:evil", "drive letters"),
+    ("x" * 65, "65 characters long; use at most 64"), ("bad\x00name", "the name contains a NUL character"),
+    ("sp ace", "may only use letters, digits, '_' and '-'"), ("-dash", "starting with a letter or digit"),
+    ("con", "'con' is reserved on Windows"), ("a..b", "'a..b' must not contain"),
+])
+def test_bad_names_refused(name, words):
+    with pytest.raises(BadInput) as refused:
         validate_name(name)
+    assert words in str(refused.value)
 
 
 @pytest.mark.parametrize("name", ["anna", "Anna_K-2", "x" * 64, "7up"])

@@ -36,6 +36,7 @@ def _assert_host_uses(host, adapter, embedding):
     with torch.no_grad():
         ours = adapter.encode_prompts(["a photo of {}"], embedding)
     torch.testing.assert_close(prompt_embeds, ours["context"], atol=1e-5, rtol=1e-4)
+    assert (pooled is None) == (ours["pooled"] is None)  # SDXL has one, SD1 none
     if pooled is not None:
         torch.testing.assert_close(pooled, ours["pooled"], atol=1e-5, rtol=1e-4)
     assert host.shared.sd_model.embedding_db.embeddings_used == [NAME]

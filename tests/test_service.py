@@ -12,7 +12,7 @@ from celebbasis_ext.errors import BadInput, Cancelled
 from celebbasis_ext.service import PRESETS, CelebBasisService, IdentityNotFound, ServiceSettings
 
 from conftest import tiny_pipeline
-from helpers import noise_photo, small_names_file
+from helpers import needs_dlib, noise_photo, small_names_file
 
 FAST = {"steps": 2, "pool_size": 2, "report_every": 1}
 
@@ -26,15 +26,6 @@ def make_service(tmp_path, face_encoder="none", **kwargs):
     return CelebBasisService(lambda: adapter, tmp_path / "embeddings" / "celebbasis", settings, **kwargs)
 
 
-def dlib_ready() -> bool:
-    try:
-        from celebbasis_ext.face.dlib_encoder import dlib_available
-
-        return dlib_available(None)
-    except ImportError:
-        return False
-
-
 def test_presets_and_options(tmp_path):
     service = make_service(tmp_path)
     assert {name: options.steps for name, options in service.presets.items()} == {"Fast": 200, "Balanced": 400,
@@ -44,11 +35,18 @@ def test_presets_and_options(tmp_path):
     assert (options.steps, options.seed, options.learning_rate, options.mode, kind) == (12, 5, 0.02, "direct", "none")
     options, kind = service.build_options(None, {"mode": "auto"}, face_encoder="dlib")
     assert (options.steps, options.mode, kind) == (400, "paper", "dlib")
-    for preset, options, encoder in [("Huge", None, None), (None, {"stepz": 3}, None), (None, {"steps": 0}, None),
-                                     (None, {"steps": 2.5}, None), (None, {"learning_rate": float("nan")}, None),
-                                     (None, {"mode": "magic"}, None), (None, None, "face++")]:
-        with pytest.raises(BadInput):
+    for preset, options, encoder, words in [
+        ("Huge", None, None, "unknown preset 'Huge': choose one of Fast, Balanced, Best"),
+        (None, {"stepz": 3}, None, "unknown option 'stepz': use steps, learning_rate"),
+        (None, {"steps": 0}, None, "steps must be a whole number from 1 to 20000, not 0"),
+        (None, {"steps": 2.5}, None, "not 2.5"),
+        (None, {"learning_rate": float("nan")}, None, "learning rate must be a number in (0, 1], not nan"),
+        (None, {"mode": "magic"}, None, "unknown mode 'magic': choose paper or direct"),
+        (None, None, "face++", "unknown face encoder 'face++': choose one of auto"),
+    ]:
+        with pytest.raises(BadInput) as refused:
             service.build_options(preset, options, encoder)
+        assert words in str(refused.value)
 
 
 def test_tune_list_delete_and_reload_hook(tmp_path):
@@ -71,16 +69,18 @@ def test_tune_list_delete_and_reload_hook(tmp_path):
     assert check.level == "error" and "exists" in check.message
     assert service.check_name("zed_cb", overwrite=True).level == "warning"
     assert service.check_name("ZED_CB").level == "error"  # differs only in case
-    with pytest.raises(BadInput, match="exists"):
+    with pytest.raises(BadInput, match="zed_cb.safetensors already exists .* choose another name or allow overwriting"):
         service.tune([noise_photo()], "zed_cb", options=FAST)
 
     assert service.delete("zed_cb") == path and not path.exists() and saved == [path, path]
     assert service.identities() == []
-    with pytest.raises(IdentityNotFound):
+    with pytest.raises(IdentityNotFound, match="no identity called 'zed_cb' in "):
         service.delete("zed_cb")
-    for bad in ("../zed_cb", "a/b", "..", "", "C:evil"):
-        with pytest.raises(BadInput):
+    for bad, words in (("../zed_cb", "must not contain path separators"), ("a/b", "'a/b' must not contain"),
+                       ("..", "'..' must not contain"), ("", "the name is empty"), ("C:evil", "drive letters")):
+        with pytest.raises(BadInput) as refused:
             service.delete(bad)
+        assert words in str(refused.value)
 
 
 def test_delete_refuses_a_link_out_of_the_folder(tmp_path):
@@ -89,7 +89,7 @@ def test_delete_refuses_a_link_out_of_the_folder(tmp_path):
     outside.write_bytes(b"keep me")
     service.out_dir.mkdir(parents=True)
     (service.out_dir / "trap.safetensors").symlink_to(outside)
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="the name 'trap' would write outside"):
         service.delete("trap")
     assert outside.read_bytes() == b"keep me"
 
@@ -99,16 +99,22 @@ def test_bad_requests_fail_before_the_model_is_touched(tmp_path):
         raise AssertionError("the model must not be asked for")
 
     service = CelebBasisService(no_model, tmp_path / "out", ServiceSettings(face_encoder="none"))
-    for photos, name, options in [([], "zed", FAST), ([noise_photo()], "", FAST), ([noise_photo()], "a/b", FAST),
-                                  ([noise_photo()], "zed", {"steps": -1}), ([noise_photo()] * 17, "zed", FAST)]:
-        with pytest.raises(BadInput):
+    for photos, name, options, words in [
+        ([], "zed", FAST, "no photo given"),
+        ([noise_photo()], "", FAST, "the name is empty"),
+        ([noise_photo()], "a/b", FAST, "'a/b' must not contain path separators"),
+        ([noise_photo()], "zed", {"steps": -1}, "steps must be a whole number from 1 to 20000, not -1"),
+        ([noise_photo()] * 17, "zed", FAST, "17 photos given; use at most 16"),
+    ]:
+        with pytest.raises(BadInput) as refused:
             service.tune(photos, name, options=options)
-    with pytest.raises(BadInput, match="direct"):
+        assert words in str(refused.value)
+    with pytest.raises(BadInput, match="face encoder 'none' works only with mode 'direct'"):
         service.tune([noise_photo()], "zed", options={**FAST, "mode": "paper"})
     assert not (tmp_path / "out").exists()
 
     service = CelebBasisService(lambda: None, tmp_path / "out", ServiceSettings(face_encoder="none"))
-    with pytest.raises(BadInput, match="no model"):
+    with pytest.raises(BadInput, match="no model is loaded: choose a Stable Diffusion checkpoint first"):
         service.tune([noise_photo()], "zed", options=FAST)
 
 
@@ -173,7 +179,7 @@ def test_two_tunes_never_interleave(tmp_path, monkeypatch):
     assert {row["name"] for row in service.identities()} == {"zed_one", "zed_two"}
 
 
-@pytest.mark.skipif(not dlib_ready(), reason="dlib-bin and face_recognition_models are not installed")
+@needs_dlib
 def test_dlib_detect_tune_and_likeness(tmp_path, astronaut_path):
     from PIL import Image
 
@@ -181,9 +187,9 @@ def test_dlib_detect_tune_and_likeness(tmp_path, astronaut_path):
 
     crop = extract_face(str(astronaut_path), load_face_encoder("dlib")).head_crop
 
-    def render(path, name, templates, seed):
-        assert Path(path).is_file() and name == "zed_astro"
-        return [crop, Image.new("RGB", (128, 128), "gray")][: len(templates)]
+    def render(path, name, templates, seed):  # one call per image, image i with seed i
+        assert Path(path).is_file() and name == "zed_astro" and len(templates) == 1
+        return [[crop, Image.new("RGB", (128, 128), "gray")][seed % 2]]
 
     service = make_service(tmp_path, face_encoder="dlib", render=render)
     [face] = service.detect(str(astronaut_path))
@@ -200,9 +206,9 @@ def test_dlib_detect_tune_and_likeness(tmp_path, astronaut_path):
 
     preview = service.preview("zed_astro", count=2)
     assert len(preview["images"]) == 2 and preview["prompts"][0] == "a photo of zed_astro"
-    with pytest.raises(IdentityNotFound):
+    with pytest.raises(IdentityNotFound, match="no identity called 'nobody'"):
         service.preview("nobody")
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match=r"face encoder 'none' finds no faces: the whole photo is used \(mode 'direct'\)"):
         service.detect(noise_photo(), face_encoder="none")
 
     # After a restart the reference comes from the photo again: with several faces, the user's choice counts.

@@ -11,7 +11,7 @@ from celebbasis_ext.errors import BadInput, Cancelled, TuningFailed
 from celebbasis_ext.model_guard import state_digest
 from celebbasis_ext.tuning import CoefficientMapper, TuneOptions, tune
 
-from helpers import noise_photo, small_names_file
+from helpers import assert_bit_identical, noise_photo, small_names_file, state_copy
 
 
 def _setup(pipe, tmp_path):
@@ -57,7 +57,7 @@ def test_direct_mode_needs_no_features(sd1_pipeline, tmp_path):
     adapter, basis = _setup(sd1_pipeline, tmp_path)
     result = tune(adapter, basis, [noise_photo(1), noise_photo(2)], None, TuneOptions(steps=3, mode="direct"))
     assert result.coefficients.shape == (2, basis.k)
-    with pytest.raises(BadInput):
+    with pytest.raises(BadInput, match="paper mode needs a face feature: pick a face encoder, or use mode 'direct'"):
         tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=3, mode="paper"))
 
 
@@ -94,22 +94,47 @@ def test_out_of_memory_inside_a_step_restores_model(sd1_pipeline, tmp_path, monk
     assert state_digest(adapter.frozen_modules()) == before
 
 
-def test_nan_loss_is_a_clear_failure(sd1_pipeline, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_loss_is_a_clear_failure_and_leaves_the_model_bit_identical(sd1_pipeline, tmp_path, monkeypatch,
+                                                                              bad):
     adapter, basis = _setup(sd1_pipeline, tmp_path)
+    before = state_copy(adapter.frozen_modules())
     original = adapter.predict
-    monkeypatch.setattr(adapter, "predict", lambda *args: original(*args) * float("nan"))
-    with pytest.raises(TuningFailed, match="NaN"):
-        tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=2, mode="direct", report_every=1))
+    calls = []
+
+    def diverging(*args):  # finite at first, then NaN/inf for two optimizer steps before the check sees it
+        calls.append(1)
+        return original(*args) * (bad if len(calls) > 1 else 1.0)
+
+    monkeypatch.setattr(adapter, "predict", diverging)
+    with pytest.raises(TuningFailed) as failure:
+        tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=6, mode="direct", report_every=3))
+    message = str(failure.value)
+    assert "the loss became NaN or infinite" in message and "fp32" in message and "lower learning rate" in message
+    assert len(calls) == 3  # stopped at the first check after it diverged
+    assert_bit_identical(before, state_copy(adapter.frozen_modules()))
 
 
-@pytest.mark.parametrize("options", [
-    {"steps": 0}, {"steps": -5}, {"steps": 10**9}, {"learning_rate": float("nan")}, {"learning_rate": -1.0},
-    {"mode": "magic"}, {"dtype": "fp8"}, {"batch_size": 0}, {"seed": -1}, {"resolution": 65},
-    {"templates": ["no slot"]},
+@pytest.mark.parametrize("options, words", [
+    ({"steps": 0}, "steps must be a whole number from 1 to 20000, not 0"),
+    ({"steps": -5}, "not -5"),
+    ({"steps": 10**9}, "not 1000000000"),
+    ({"learning_rate": float("nan")}, "learning rate must be a number in (0, 1], not nan"),
+    ({"learning_rate": -1.0}, "not -1.0"),
+    ({"mode": "magic"}, "unknown mode 'magic': choose paper or direct"),
+    ({"dtype": "fp8"}, "unknown dtype 'fp8': choose one of auto, fp32, fp16, bf16"),
+    ({"batch_size": 0}, "batch size must be from 1 to 64, not 0"),
+    ({"seed": -1}, "seed must be a non-negative whole number, not -1"),
+    ({"resolution": 65}, "resolution must be a multiple of 8 from 64 to 2048, not 65"),
+    ({"templates": ["no slot"]}, "each caption template needs exactly one {} slot"),
+    ({"report_every": 0}, "report_every must be a whole number from 1, not 0"),
+    ({"ema_decay": 1.0}, "EMA decay must be in [0, 1), not 1.0"),
+    ({"ema_decay": -0.1}, "not -0.1"),
 ])
-def test_bad_options_are_refused(options):
-    with pytest.raises(BadInput):
+def test_bad_options_are_refused(options, words):
+    with pytest.raises(BadInput) as refused:
         TuneOptions(**options).validate()
+    assert words in str(refused.value)
 
 
 def test_gradient_checkpointing_is_switched_back(sd1_pipeline, tmp_path):
@@ -151,12 +176,6 @@ def test_host_random_state_is_left_alone(sd1_pipeline, tmp_path):
     random.seed(99)
     tune(adapter, basis, [noise_photo()], None, TuneOptions(steps=2, mode="direct", seed=5))
     assert torch.equal(torch.rand(3), expected_torch) and random.random() == expected_python
-
-
-@pytest.mark.parametrize("options", [{"report_every": 0}, {"ema_decay": 1.0}, {"ema_decay": -0.1}])
-def test_bad_reporting_and_ema_refused(options):
-    with pytest.raises(BadInput):
-        TuneOptions(**options).validate()
 
 
 def test_result_is_the_bias_corrected_ema_of_the_steps(sd1_pipeline, tmp_path):

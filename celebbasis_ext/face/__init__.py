@@ -7,13 +7,15 @@ permissively licensed fallback. ``extract_face`` turns a photo into a
 diffusion training target.
 """
 
-from .encoders import FaceEncoder, detect_faces, extract_face, load_face_encoder
-from .types import DetectedFace, FaceSample
+from .encoders import detect_faces, extract_face, load_face_encoder
+from .registry import ENCODERS
+from .types import DetectedFace, FaceEncoder, FaceSample
 
 __all__ = [
+    "ENCODERS",
     "DetectedFace",
-    "FaceSample",
     "FaceEncoder",
+    "FaceSample",
     "detect_faces",
     "extract_face",
     "load_face_encoder",

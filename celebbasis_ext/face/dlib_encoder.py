@@ -23,8 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelFilesMissing
-from .encoders import FaceEncoder
-from .types import DetectedFace
+from .types import DetectedFace, FaceEncoder
 
 SHAPE_5 = "shape_predictor_5_face_landmarks.dat"
 SHAPE_68 = "shape_predictor_68_face_landmarks.dat"

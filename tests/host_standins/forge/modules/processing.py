@@ -15,6 +15,13 @@ extension's preview render needs: ``process_images`` first calls ``forge_model_r
 ``torch.inference_mode``, one image per ``n_iter`` from ``all_prompts[i]`` (conditioning through the
 persistent cache), decoded by ``sd_model.decode_first_stage``. ``Processed.infotexts`` carry the
 "TI: name" parameters the text engines reported.
+
+``shared.state`` as Forge's ``process_images_inner`` and samplers keep it: ``job_count`` set to ``n_iter`` only
+when it is -1 (a caller's own count stays), ``skipped`` cleared and ``interrupted`` / ``stopping_generation``
+checked before each image (break), ``nextjob()`` after each; the sampler sets ``sampling_steps`` and
+``sampling_step = 0`` (``launch_sampling``), raises before a model call when ``interrupted`` or ``skipped``
+(``CFGDenoiser.forward``) and then returns the last latent (``InterruptedException`` caught), and sets
+``sampling_step`` to each finished step's index (``callback_state``).
 """
 
 import os
@@ -74,7 +81,7 @@ def txt2img(prompt, seed=0, steps=3, width=64, height=64):
     return _sample(sd_model, cond, seed, steps, width, height), extra
 
 
-def _sample(sd_model, cond, seed, steps, width, height):
+def _sample(sd_model, cond, seed, steps, width, height, state=None):
     unet = sd_model.forge_objects.unet
     memory_management.load_models_gpu([unet])
     kmodel = unet.model
@@ -85,10 +92,16 @@ def _sample(sd_model, cond, seed, steps, width, height):
         kwargs = {"c_crossattn": cond["crossattn"], "y": cond["vector"]}
     else:
         kwargs = {"c_crossattn": cond}
+    if state is not None:
+        state.sampling_steps, state.sampling_step = steps, 0
     for index in range(steps):
+        if state is not None and (state.interrupted or state.skipped):
+            break  # InterruptedException: the last latent
         sigma = sigmas[index].reshape(1)
         denoised = kmodel.apply_model(x, sigma, transformer_options={}, **kwargs)
         x = x + (x - denoised) / sigma * (sigmas[index + 1] - sigma)
+        if state is not None:
+            state.sampling_step = index
     return x
 
 
@@ -117,15 +130,23 @@ class Processed:
 def process_images(p):
     from PIL import Image
 
+    state = shared.state
     p.sd_model, _ = sd_models.forge_model_reload()
     prompts = p.prompt if isinstance(p.prompt, list) else [p.prompt] * p.n_iter
     images, infotexts = [], []
+    if state.job_count == -1:
+        state.job_count = p.n_iter
     with torch.inference_mode():
         for index in range(p.n_iter):
+            if state.skipped:
+                state.skipped = False
+            if state.interrupted or state.stopping_generation:
+                break
             cond, extra = txt2img_conditioning([prompts[index]], p.width, p.height, p.steps)
-            latents = _sample(p.sd_model, cond, int(p.seed) + index, p.steps, p.width, p.height)
+            latents = _sample(p.sd_model, cond, int(p.seed) + index, p.steps, p.width, p.height, state)
             pixels = p.sd_model.decode_first_stage(latents)[0].clamp(-1, 1)
             array = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
             images.append(Image.fromarray(array[..., :3]))
             infotexts.append(", ".join(f"{k}: {v}" for k, v in extra.items()))
+            state.nextjob()
     return Processed(p, images, infotexts)
