@@ -87,7 +87,7 @@ def tune_batch(adapter, basis, subjects: list[BatchSubject], out_dir, options: T
             report.skipped[subject.name] = str(error)
             log(f"skipped {subject.name}: {error}")
             continue
-        ready.append((subject, Subject(faces.head_crops, faces.features), faces.encoder_name))
+        ready.append((subject, Subject(faces.photos or faces.head_crops, faces.features), faces.encoder_name))
 
     started = time.perf_counter()
     for first in range(0, len(ready), group_size):
@@ -98,6 +98,7 @@ def tune_batch(adapter, basis, subjects: list[BatchSubject], out_dir, options: T
                 subject.name, adapter.family, result.embedding, adapter.encoder_widths, result.coefficients,
                 base_model=adapter.model_name or None, base_fingerprint=basis.fingerprint, steps=options.steps,
                 seed=options.seed, mode=options.mode, face_encoder=encoder_name, photos=len(subject.photos),
+                views=options.views, loss_mask=options.loss_mask,
                 batch_identities=len(group),
             )
             report.written.append(save_identity(identity, out_dir, overwrite=overwrite))

@@ -41,6 +41,16 @@ def _add_model_options(parser):
     parser.add_argument("--architecture", default=None, help="override the detected architecture")
 
 
+def _add_view_options(parser):
+    from .tuning import DEFAULT_LOSS_MASK, DEFAULT_VIEWS
+
+    parser.add_argument("--views", default=DEFAULT_VIEWS,
+                        help=f"training views: paper (face pasted on black, as the authors), photo (crops of the "
+                             f"photo's own framing) or mixed (default {DEFAULT_VIEWS})")
+    parser.add_argument("--loss-mask", default=DEFAULT_LOSS_MASK,
+                        help=f"face (weight the loss towards the face) or none (default {DEFAULT_LOSS_MASK})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="celebbasis", description="Put a real person into Stable Diffusion from one photo.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -61,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--allow-download", action="store_true", help="download face models if missing")
     tune.add_argument("--names", default=None, help="your own celebrity names file")
     tune.add_argument("--resolution", type=int, default=None, help="training canvas size (default: the model's)")
+    _add_view_options(tune)
     tune.add_argument("--overwrite", action="store_true", help="replace an existing file of that name")
     tune.add_argument("--half", action="store_true", help="save fp16 vectors")
 
@@ -93,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--face-encoder", default="auto")
     batch.add_argument("--group", type=int, default=4, help="identities per batch (default 4)")
     batch.add_argument("--resolution", type=int, default=None)
+    _add_view_options(batch)
     batch.add_argument("--names", default=None)
     batch.add_argument("--overwrite", action="store_true")
     batch.add_argument("--compare", action="store_true", help="also time the first group one by one")
@@ -174,7 +186,7 @@ def cmd_tune(args) -> int:
     from .tuning import TuneOptions
 
     options = TuneOptions(steps=args.steps, seed=args.seed, learning_rate=args.lr, mode=args.mode,
-                          dtype=args.dtype, resolution=args.resolution)
+                          dtype=args.dtype, resolution=args.resolution, views=args.views, loss_mask=args.loss_mask)
     request = TuneRequest(photos=args.photos, name=args.name, out_dir=args.out, options=options,
                           face_encoder=args.face_encoder, face_index=args.face_index, overwrite=args.overwrite,
                           models_dir=args.models_dir, allow_download=args.allow_download, names_file=args.names,
@@ -247,7 +259,7 @@ def cmd_tune_batch(args) -> int:
     from .tuning import TuneOptions
 
     options = TuneOptions(steps=args.steps, seed=args.seed, mode=args.mode, dtype=args.dtype,
-                          resolution=args.resolution).validate()
+                          resolution=args.resolution, views=args.views, loss_mask=args.loss_mask).validate()
     if not 1 <= args.group <= 64:
         raise BadInput("--group must be from 1 to 64")
     subjects = find_subjects(args.folder)

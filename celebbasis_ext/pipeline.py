@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .adapter import ModelAdapter
+from .augment import FacePhoto
 from .basis import DEFAULT_K, CelebBasis, basis_for
 from .errors import BadInput
 from .identity import Identity, output_path, save_identity
@@ -51,6 +52,9 @@ class TuneRequest:
             raise BadInput(f"unknown face encoder {self.face_encoder!r}: choose one of {', '.join(FACE_ENCODERS)}")
         if self.face_encoder == "none" and self.options.mode != "direct":
             raise BadInput("face encoder 'none' works only with mode 'direct'")
+        if self.face_encoder == "none" and self.options.loss_mask == "face":
+            raise BadInput("loss mask 'face' needs a face encoder to find the face; use loss mask 'none' "
+                           "with face encoder 'none'")
         if not self.photos:
             raise BadInput("no photo given")
         if self.face_index is not None and (isinstance(self.face_index, bool) or not isinstance(self.face_index, int)
@@ -63,12 +67,17 @@ class TuneRequest:
 
 @dataclass
 class PreparedFaces:
-    """The photos reduced to what tuning needs: head crops, and features (photo, mirror, D)."""
+    """The photos reduced to what tuning needs: head crops, and features (photo, mirror, D).
+
+    ``photos`` holds, per photo, the head crop with the photo's own framing and
+    where the face lies in each (what the training views are cut from).
+    """
 
     head_crops: list
     features: Optional[torch.Tensor]
     samples: list
     encoder_name: str
+    photos: list = field(default_factory=list)
 
 
 @dataclass
@@ -117,7 +126,10 @@ def prepare_faces(photos: Sequence, encoder_kind: str = "auto", face_index: Opti
 
     images = [load_photo(photo) for photo in photos]
     if encoder is None and encoder_kind == "none":
-        return PreparedFaces([center_square(image) for image in images], None, [], "none")
+        # no face is known: the centre square is the target, and its centre stands in for the face
+        squares = [center_square(image) for image in images]
+        return PreparedFaces(squares, None, [], "none", [FacePhoto(square, (0.25, 0.25, 0.75, 0.75))
+                                                          for square in squares])
     from .face.encoders import extract_face, load_face_encoder
 
     if encoder is None:
@@ -128,7 +140,15 @@ def prepare_faces(photos: Sequence, encoder_kind: str = "auto", face_index: Opti
         samples.append(sample)
         features.append(np.stack([sample.feature, mirrored_feature(image, sample, encoder)]))
     tensor = torch.from_numpy(np.stack(features).astype(np.float32))
-    return PreparedFaces([sample.head_crop for sample in samples], tensor, samples, encoder.name)
+    return PreparedFaces([sample.head_crop for sample in samples], tensor, samples, encoder.name,
+                         [face_photo(sample) for sample in samples])
+
+
+def face_photo(sample) -> FacePhoto:
+    """What views are cut from, out of one ``FaceSample``: head crop, framing, and the face in each."""
+    if sample.head_face is None:
+        return FacePhoto(sample.head_crop)
+    return FacePhoto(sample.head_crop, sample.head_face, sample.framing, sample.framing_face)
 
 
 def tune_identity(
@@ -150,12 +170,14 @@ def tune_identity(
     if basis is None:
         basis = basis_for(adapter, request.names_file, request.k, request.basis_cache_dir)
     features = faces.features if request.options.mode == "paper" else None
-    result = tune(adapter, basis, faces.head_crops, features, request.options, progress, should_cancel)
+    result = tune(adapter, basis, faces.photos or faces.head_crops, features, request.options, progress,
+                  should_cancel)
     options = request.options
     identity = Identity.from_embedding(
         request.name, adapter.family, result.embedding, adapter.encoder_widths, result.coefficients,
         base_model=adapter.model_name or None, base_fingerprint=basis.fingerprint,
         steps=options.steps, seed=options.seed, mode=options.mode, learning_rate=options.learning_rate,
+        views=options.views if options.augment else "none", loss_mask=options.loss_mask,
         batch_size=options.batch_size, resolution=options.resolution or adapter.resolution,
         face_encoder=faces.encoder_name, photos=len(faces.head_crops),
         final_loss=round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 6),

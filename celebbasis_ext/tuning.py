@@ -31,11 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from .adapter import ModelAdapter
-from .augment import augmented_views, image_to_tensor
+from .augment import LOSS_MASKS, VIEW_MODES, augmented_views, face_weights
 from .basis import CelebBasis
 from .errors import BadInput, Cancelled, TuningFailed
 
 MODES = ("paper", "direct")
+DEFAULT_VIEWS = "paper"
+DEFAULT_LOSS_MASK = "none"
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 MAX_STEPS = 20000
 
@@ -67,6 +69,8 @@ class TuneOptions:
     resolution: Optional[int] = None
     gradient_checkpointing: bool = False
     augment: bool = True
+    views: str = DEFAULT_VIEWS  # paper | photo | mixed: see augment.py
+    loss_mask: str = DEFAULT_LOSS_MASK  # none | face: weight the diffusion loss towards the face
     report_every: int = 10
     templates: Sequence[str] = field(default_factory=lambda: TEMPLATES)
 
@@ -82,6 +86,10 @@ class TuneOptions:
             raise BadInput(f"seed must be a non-negative whole number, not {self.seed!r}")
         if self.mode not in MODES:
             raise BadInput(f"unknown mode {self.mode!r}: choose {' or '.join(MODES)}")
+        if self.views not in VIEW_MODES:
+            raise BadInput(f"unknown views {self.views!r}: choose {', '.join(VIEW_MODES)}")
+        if self.loss_mask not in LOSS_MASKS:
+            raise BadInput(f"unknown loss mask {self.loss_mask!r}: choose {' or '.join(LOSS_MASKS)}")
         if self.dtype not in DTYPES:
             raise BadInput(f"unknown dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if not 1 <= self.pool_size <= 4096:
@@ -193,7 +201,8 @@ def _seed_everything(seed: int) -> torch.Generator:
 
 @dataclass
 class Subject:
-    """One person to learn: head crops (PIL) and features (photos, 2, D) or None (direct mode)."""
+    """One person to learn: per photo a head crop (PIL) or an ``augment.FacePhoto`` (head crop, the
+    photo's own framing and where the face is in each), and features (photos, 2, D) or None (direct mode)."""
 
     head_crops: Sequence
     features: Optional[torch.Tensor] = None
@@ -208,7 +217,7 @@ def tune(
     progress: Optional[Callable[[TuneProgress], None]] = None,
     should_cancel: Optional[Callable[[], bool]] = None,
 ) -> TuneResult:
-    """Learn one identity from its head crops (PIL images) and face features.
+    """Learn one identity from its head crops (PIL images or ``augment.FacePhoto``s) and face features.
 
     ``features`` is (photos, 2, D): per photo the feature of the face and of its
     mirror image (or None in ``direct`` mode). The model is left exactly as it
@@ -233,15 +242,16 @@ def _check_subjects(adapter: ModelAdapter, basis: CelebBasis, subjects: Sequence
 
 
 class _ViewPool:
-    """Augmented views of every subject, VAE-encoded once, with their face features."""
+    """Augmented views of every subject, VAE-encoded once, with their face features (and face weights)."""
 
     def __init__(self, adapter, subjects, options, size, seed, device):
-        latents, features, owners = [], [], []
+        latents, features, owners, boxes = [], [], [], []
         # a short run draws fewer views than the pool holds: encode no more than it can use
         count = min(options.pool_size, options.steps * options.batch_size)
         for index, subject in enumerate(subjects):
-            faces = [image_to_tensor(crop) for crop in subject.head_crops]
-            views = augmented_views(faces, count, size, seed + index, augment=options.augment)
+            views = augmented_views(subject.head_crops, count, size, seed + index, augment=options.augment,
+                                    views=options.views)
+            boxes += [view.face_box for view in views]
             for start in range(0, len(views), 8):
                 chunk = torch.stack([view.canvas for view in views[start : start + 8]])
                 latents.append(adapter.encode_images(chunk).float())
@@ -250,10 +260,26 @@ class _ViewPool:
                 features += [table[v.photo_index, int(v.flipped) % table.shape[1]] for v in views]
             owners.append(len(views))
         self.latents = torch.cat(latents).to(device)
+        # loss weights per view at latent resolution, or None for the plain mean
+        self.weights = None if options.loss_mask == "none" else torch.stack(
+            [face_weights(box, *self.latents.shape[-2:]) for box in boxes]).to(device)
         self.features = torch.stack(features) if features else None
         # For subject i, the views are rows [offsets[i], offsets[i] + counts[i]).
         self.counts = torch.tensor(owners)
         self.offsets = torch.cumsum(self.counts, 0) - self.counts
+
+
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weights: Optional[torch.Tensor] = None):
+    """The mean squared error; with ``weights`` (B, 1, h, w) each view's weighted mean, then their mean.
+
+    Normalising by each view's weight sum keeps the loss (and so the learning
+    rate's meaning) on the plain MSE's scale whatever share of a view the face covers.
+    """
+    error = (prediction.float() - target.float()) ** 2
+    if weights is None:
+        return error.mean()
+    weights = weights.to(error.dtype)
+    return ((error * weights).sum(dim=(1, 2, 3)) / (weights.sum(dim=(1, 2, 3)) * error.shape[1])).mean()
 
 
 class _GroupMapper(torch.nn.Module):
@@ -353,7 +379,7 @@ def _tune_group(adapter, basis, subjects, options, progress, should_cancel) -> l
                 embedding = mean + torch.einsum("bpk,pkw->bpw", coefficients, vectors)
                 cond = adapter.encode_prompts(templates, embedding)
                 prediction = adapter.predict(noisy, timesteps, cond)
-            loss = F.mse_loss(prediction.float(), target.float())
+            loss = diffusion_loss(prediction, target, None if pool.weights is None else pool.weights[picks])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

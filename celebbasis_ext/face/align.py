@@ -37,6 +37,14 @@ HEAD_ZOOM = 1.2
 HEAD_EYE_HEIGHT = 0.4
 """Where the eyes sit in the head crop, as a fraction of its height."""
 
+FRAMING_ZOOM = 2.4
+"""The photo's own framing (``photo`` training views) at most this wide: twice the head crop,
+head, hair and shoulders, the way portraits are framed."""
+
+FRAMING_MIN_COVERAGE = 0.97
+"""The framing is narrowed (down to the head crop) until this share of it lies inside the
+photo: its views are cut from the photo itself, not from an invented border."""
+
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, shift) mapping src to dst.
@@ -147,6 +155,39 @@ def head_coverage(image_shape: tuple, face: Any, *, zoom: float = HEAD_ZOOM, eye
     """
     inverse = _head_inverse(getattr(face, "landmarks", face), 64, zoom, eye_height)
     return float(_inside_mask(tuple(image_shape), inverse, 64).mean())
+
+
+def face_box_in_crop(face: Any, zoom: float = HEAD_ZOOM, eye_height: float = HEAD_EYE_HEIGHT) -> tuple:
+    """Where the detector's face box lies in the square crop of ``head_crop(..., zoom=zoom)``.
+
+    As fractions (x0, y0, x1, y1) of the crop's side: the bounding box of the
+    face box's corners, clipped to the crop. ``face`` is a ``DetectedFace``.
+    """
+    size = 1000.0
+    forward = invert_affine(_head_inverse(face.landmarks, int(size), zoom, eye_height))
+    x0, y0, x1, y1 = face.box
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64) @ forward.T
+    corners = (corners + 0.5) / size  # pixel index i covers [i, i + 1) of the crop
+    low, high = np.clip(corners.min(axis=0), 0, 1), np.clip(corners.max(axis=0), 0, 1)
+    return (float(low[0]), float(low[1]), float(high[0]), float(high[1]))
+
+
+def framing_zoom(image_shape: tuple, face: Any, widest: float = FRAMING_ZOOM,
+                 min_coverage: float = FRAMING_MIN_COVERAGE) -> float:
+    """The widest zoom, from ``widest`` down to the head crop's, whose crop stays inside the photo."""
+    zoom = float(widest)
+    while zoom > HEAD_ZOOM:
+        if head_coverage(image_shape, face, zoom=zoom) >= min_coverage:
+            return zoom
+        zoom = round(zoom - 0.1, 6)
+    return HEAD_ZOOM
+
+
+def framing_crop(image: Image.Image | np.ndarray, face: Any, size: int = 512) -> tuple[Image.Image, tuple]:
+    """The photo's own framing around the head (see ``FRAMING_ZOOM``) and the face box in it."""
+    pixels = _as_array(image)
+    zoom = framing_zoom(pixels.shape, face)
+    return head_crop(pixels, face, size, zoom=zoom), face_box_in_crop(face, zoom)
 
 
 def _head_inverse(landmarks: np.ndarray, size: int, zoom: float, eye_height: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from PIL import Image
 from ..errors import BadInput, ModelFilesMissing, NoFaceFound, TuningFailed
 from ..photos import clean_label, describe_source, load_photo
 from . import model_files
-from .align import align_arcface, head_coverage, head_crop
+from .align import align_arcface, face_box_in_crop, framing_crop, head_coverage, head_crop
 from .registry import ENCODERS, DownloadProgress
 from .types import DetectedFace, FaceEncoder, FaceSample
 
@@ -70,6 +70,7 @@ def extract_face(
     feature = _unit(encoder.embed(pixels, face), encoder)
     aligned = Image.fromarray(align_arcface(pixels, face.landmarks, ALIGNED_SIZE))
     head = head_crop(pixels, face, head_size)
+    framing, framing_face = framing_crop(pixels, face, head_size)
     return FaceSample(
         feature=feature,
         head_crop=head,
@@ -80,6 +81,9 @@ def extract_face(
         encoder=encoder.name,
         landmarks=np.asarray(face.landmarks, dtype=np.float32).copy(),
         head_coverage=head_coverage(pixels.shape, face),
+        head_face=face_box_in_crop(face),
+        framing=framing,
+        framing_face=framing_face,
     )
 
 

@@ -52,6 +52,9 @@ class FaceSample:
     the diffusion target; ``aligned`` the 112x112 ArcFace-template crop, kept
     for display. ``head_coverage`` is the fraction of the head crop taken
     from the photo rather than padded (low for tightly cropped photos).
+    ``framing`` is the photo's own framing around the head (wider, for
+    ``photo`` training views); ``head_face`` and ``framing_face`` say where
+    the face box lies in each crop, as fractions (x0, y0, x1, y1).
     """
 
     feature: np.ndarray
@@ -63,6 +66,9 @@ class FaceSample:
     encoder: str
     landmarks: np.ndarray | None = None
     head_coverage: float = 1.0
+    head_face: tuple | None = None
+    framing: Image.Image | None = None
+    framing_face: tuple | None = None
 
 
 class FaceEncoder(abc.ABC):

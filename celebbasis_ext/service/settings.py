@@ -25,7 +25,7 @@ DEFAULT_PRESET = "Balanced"
 
 #: Options a caller may set besides the preset (front ends expose a subset).
 TUNABLE_OPTIONS = ("steps", "learning_rate", "seed", "mode", "batch_size", "dtype", "resolution", "pool_size",
-                   "report_every", "augment", "gradient_checkpointing")
+                   "report_every", "augment", "gradient_checkpointing", "views", "loss_mask")
 _WHOLE_NUMBER_OPTIONS = ("steps", "seed", "batch_size", "resolution", "pool_size", "report_every")
 
 
@@ -77,7 +77,7 @@ def build_options(settings: ServiceSettings, preset: Optional[str] = None, optio
     for key, value in (options or {}).items():
         if key not in TUNABLE_OPTIONS:
             raise BadInput(f"unknown option {key!r}: use {', '.join(TUNABLE_OPTIONS)}")
-        if value is None or (key == "mode" and value in ("", "auto")):
+        if value is None or (key in ("mode", "views", "loss_mask") and value in ("", "auto", "default")):
             continue
         if key in _WHOLE_NUMBER_OPTIONS and isinstance(value, float) and math.isfinite(value) \
                 and value.is_integer():

@@ -3,7 +3,7 @@
 Routes (JSON):
 
 * ``POST /celebbasis/v1/tune``: ``{"images": [base64, ...], "name": ..., "preset": ..., "steps": ...,
-  "learning_rate": ..., "seed": ..., "mode": ..., "resolution": ..., "face_encoder": ..., "face_index": ..., "overwrite": ...,
+  "learning_rate": ..., "seed": ..., "mode": ..., "resolution": ..., "views": ..., "loss_mask": ..., "face_encoder": ..., "face_index": ..., "overwrite": ...,
   "likeness": false}`` -> name, token, file, family, base_model, metadata, warnings, seconds, likeness, scores.
 * ``GET /celebbasis/v1/identities`` -> ``{"identities": [{name, date, base_model, family, likeness, file, ...}]}``.
 * ``DELETE /celebbasis/v1/identities/{name}`` -> ``{"deleted": name, "file": ...}`` (404 if there is none).
@@ -66,6 +66,8 @@ class TuneBody(_Model):
     seed: Optional[int] = None
     mode: Optional[str] = None
     resolution: Optional[int] = None  # training canvas in pixels (default: the model's own); lower on small GPUs
+    views: Optional[str] = None  # training views: paper, photo or mixed
+    loss_mask: Optional[str] = None  # face or none
     face_encoder: Optional[str] = None
     face_index: Optional[int] = None
     overwrite: bool = False
@@ -202,7 +204,8 @@ def build_router(service: CelebBasisService, lock=None,
             if len(body.images) > MAX_IMAGES:
                 raise BadInput(f"{len(body.images)} images sent; at most {MAX_IMAGES}")
             photos = [decode_image(image, f"images[{index}]") for index, image in enumerate(body.images)]
-            options = {key: getattr(body, key) for key in ("steps", "learning_rate", "seed", "mode", "resolution")
+            options = {key: getattr(body, key) for key in ("steps", "learning_rate", "seed", "mode", "resolution",
+                                                          "views", "loss_mask")
                        if getattr(body, key) is not None}
             service.build_options(body.preset, options, body.face_encoder)  # fail fast, before the queue
             with _locked(lock):

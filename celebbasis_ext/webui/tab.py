@@ -28,6 +28,7 @@ from typing import Callable, Optional
 from ..errors import BadInput, Cancelled
 from ..pipeline import FACE_ENCODERS
 from ..service import PRESETS, CelebBasisService, normalize_photo, one_line
+from ..augment import LOSS_MASKS, VIEW_MODES
 from ..tuning import MODES, TuneOptions
 from .compat import import_gradio
 from .evaluate_section import build_evaluate_section
@@ -222,14 +223,15 @@ class TabCallbacks:
         return _html("warning" if on_cpu else "info", " ".join(parts)) if parts else ""
 
     def train(self, id_task, files, name, preset, steps, learning_rate, seed, mode, face_encoder, face_choice,
-              overwrite):
+              overwrite, views=None, loss_mask=None):
         """Returns token, file, identities table, identity choices, name hint, the note next to Train, and the
         status HTML (last: the host's queue wrapper appends its timing to it)."""
         gr = import_gradio()
 
         unchanged = [gr.update()] * 6
         options = {"steps": steps, "learning_rate": learning_rate, "seed": seed,
-                   "mode": None if mode in (None, "", MODE_CHOICE_AUTO) else mode}
+                   "mode": None if mode in (None, "", MODE_CHOICE_AUTO) else mode, "views": views,
+                   "loss_mask": loss_mask}
         encoder = None if face_encoder in (None, "", ENCODER_CHOICE_DEFAULT) else face_encoder
         try:
             photos = file_paths(files)
@@ -392,6 +394,11 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
                                                    value=ENCODER_CHOICE_DEFAULT,
                                                    label=f"Face encoder (Settings: {settings.face_encoder})",
                                                    elem_id="celebbasis_face_encoder")
+                    with gr.Row():
+                        views = gr.Radio(list(VIEW_MODES), value=defaults.views, label="Training views",
+                                         elem_id="celebbasis_views")
+                        loss_mask = gr.Radio(list(LOSS_MASKS), value=defaults.loss_mask, label="Loss mask",
+                                             elem_id="celebbasis_loss_mask")
                 overwrite = gr.Checkbox(value=False, label="Replace an existing file of that name",
                                         elem_id="celebbasis_overwrite")
                 with gr.Row():
@@ -446,7 +453,7 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
         train.click(
             queued(cb.train, extra_outputs=[gr.update()] * 6),
             inputs=[id_task, photos, name, preset, steps, learning_rate, seed, mode, face_encoder, face_choice,
-                    overwrite],
+                    overwrite, views, loss_mask],
             outputs=[token, file, table, chosen, name_hint, train_note, status],
             **event_kwargs("celebbasis_train"),
         )
