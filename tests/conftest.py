@@ -111,8 +111,8 @@ def sdnext():
 
 @pytest.fixture(scope="session")
 def planted_face_world():
-    """benchmarks/planted_faces.py's quick world (framing "photo"): a tiny SD1 that draws six planted codes
-    as six real people; built once per session, shared, so tests must not change it."""
+    """benchmarks/planted_faces.py's quick world (framing "photo", recipe QUICK): a tiny SD1 that draws a
+    few planted codes as real people; built once per session, shared, so tests must not change it."""
     pytest.importorskip("diffusers")
     pytest.importorskip("dlib")
     pytest.importorskip("insightface")  # its package ships the group photo the people come from

@@ -2,7 +2,7 @@
 
 The planted face world (benchmarks/planted_faces.py, session fixture
 ``planted_face_world``) has a UNet taught to draw planted code i as person i
-of six real photos. Each code is written as an ordinary embedding file; the
+of a few real photos (three in the quick world). Each code is written as an ordinary embedding file; the
 service renders it through its preview (the world's pipeline standing in for
 the host's txt2img) and scores the renders with its own likeness path (the
 face encoder the tab and the API use, dlib here) against each person's photo.

@@ -27,7 +27,7 @@ def test_codec_round_trips_grey_pictures(planted_face_world):
 def test_world_shape_and_codes(planted_face_world):
     world = planted_face_world
     n, tokens, k = world.codes.shape
-    assert (n, tokens) == (6, 2) and k == world.basis.k
+    assert (n, tokens) == (len(world.recipe.people), 2) and n >= 3 and k == world.basis.k
     assert torch.allclose(world.codes.norm(dim=-1), torch.ones(n, 2), atol=1e-5)
     assert len(world.photos) == len(world.targets) == n
     assert world.embedding(world.codes[0]).shape == (2, world.adapter.embedding_width)
@@ -36,14 +36,13 @@ def test_world_shape_and_codes(planted_face_world):
 def test_each_code_renders_its_own_person(planted_face_world):
     """dlib finds faces in the renders, and they look more like the planted person than like the others.
 
-    Over all six people: each one's renders are more like his or her own photo
-    than like the average other photo, and the most alike photo is the right
-    one for at least five of the six (the quick world's thinnest margin was
-    0.002 in dlib cosine, so one near tie is allowed).
+    Over every planted person (the quick world has three): dlib finds a face in
+    most renders, and the photo the found faces are most like is the person's
+    own, for every person.
     """
     world = planted_face_world
     seeds = [11, 12, 13]
-    found, named = 0, 0
+    found = 0
     for person in range(len(world.codes)):
         renders = world.render(world.codes[person], seeds)
         assert all(image.size == (64, 64) for image in renders)
@@ -52,10 +51,8 @@ def test_each_code_renders_its_own_person(planted_face_world):
         found += int(seen.sum())
         assert seen.any(), f"dlib found no face in any render of person {person}"
         likeness = table[seen].mean(axis=0)
-        assert likeness[person] > np.delete(likeness, person).mean(), (person, likeness)
-        named += int(np.argmax(likeness) == person)
+        assert int(np.argmax(likeness)) == person, (person, likeness)
     assert found >= 0.8 * len(seeds) * len(world.codes)
-    assert named >= len(world.codes) - 1
 
 
 def test_renders_differ_by_person_and_match_their_own_picture(planted_face_world):
