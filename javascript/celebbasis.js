@@ -86,10 +86,10 @@
     }
 
     // One line from the host's /internal/progress answer: its text (our "CelebBasis: step 5/300, loss ...")
-    // and the time left.
+    // and the time left (only while the run is active: before that SD.Next's eta is the previous job's).
     function hostProgressLine(res) {
         var text = res && res.textinfo ? String(res.textinfo) : "";
-        if (text && res.eta) {
+        if (text && res.active && res.eta) {
             text += " · about " + formatSeconds(res.eta) + " left";
         }
         return text;

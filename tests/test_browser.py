@@ -158,9 +158,12 @@ def test_progress_under_train_with_the_hosts_progress_requests(server, host, req
             page.evaluate(f"() => {{ window.__runs = []; window.requestProgress = {request_progress}; }}")
             args = page.evaluate("() => window.celebbasis_train('', 'photo')")
             assert args[0].startswith("task(") and args[1] == "photo"
-            page.evaluate("() => window.__runs[0].onProgress("
-                          "{textinfo: 'CelebBasis: step 5/300, loss 0.1234', progress: 0.02, eta: 75})")
             line = page.locator(".celebbasis-progress-line")
+            page.evaluate("() => window.__runs[0].onProgress({textinfo: 'Waiting...', active: false, eta: 4842})")
+            if line_expected:  # queued: SD.Next's eta is still the previous job's
+                assert line.inner_text() == "Waiting..."
+            page.evaluate("() => window.__runs[0].onProgress("
+                          "{textinfo: 'CelebBasis: step 5/300, loss 0.1234', active: true, progress: 0.02, eta: 75})")
             if line_expected:
                 assert line.inner_text() == "CelebBasis: step 5/300, loss 0.1234 · about 1:15 left"
                 page.evaluate("() => window.__runs[0].atEnd()")
