@@ -34,12 +34,16 @@ VIEW_MODES = ("paper", "photo", "mixed")
 LOSS_MASKS = ("none", "face")
 
 PHOTO_CROP_SCALE = (0.3, 1.0)
-"""Share of the framing's area a photo view keeps. With the framing about twice
-the head crop (``face.align.FRAMING_ZOOM``) the face spans from ~28% of the view
-width (the whole framing: a head-and-shoulders portrait) to ~50% (a 0.3 crop:
-the close-up the head crop itself shows), the range of framings a model draws
-for "a photo of X". Smaller crops would cut into the face; the crop never
-leaves the framing, so no border is invented."""
+"""Share of the framing's area a photo view keeps. With a full framing (about twice
+the head crop, ``face.align.FRAMING_ZOOM``) the face spans from ~25% of the view
+width (the whole framing: a head-and-shoulders portrait) to ~45% (a 0.3 crop:
+about the close-up the head crop shows), the range of framings a model draws for
+"a photo of X". The crop never leaves the framing, so no border is invented."""
+
+PHOTO_MAX_FACE_SHARE = 0.6
+"""A photo view never crops tighter than this share of its side for the face box (a
+head crop's close-up): a tightly framed photo gives views between its own framing
+and that, not crops that cut the head down to the face."""
 
 PHOTO_CROP_ASPECT = (0.9, 1.1)
 """Width/height of the crop before it is resized to the square canvas: the
@@ -168,11 +172,15 @@ def crop_around_face(image: torch.Tensor, face: Box, size: int, rng: np.random.G
                      scale=PHOTO_CROP_SCALE, aspect=PHOTO_CROP_ASPECT) -> tuple[torch.Tensor, Box]:
     """A random crop of ``image`` holding the whole face box, resized to ``size``; and the face box in it.
 
-    The crop keeps ``scale`` of the image's area at width/height ``aspect``;
-    when the face is too big for the drawn crop, the crop grows to hold it.
+    The crop keeps ``scale`` of the image's area at width/height ``aspect``,
+    never so little that the face box takes more than ``PHOTO_MAX_FACE_SHARE``
+    of its side; when the face is too big for the drawn crop, the crop grows to hold it.
     """
     _, height, width = image.shape
-    area = rng.uniform(*scale) * height * width
+    # the smallest crop that still keeps the face at most PHOTO_MAX_FACE_SHARE of the view's side
+    face_side = max((face[2] - face[0]) * width, (face[3] - face[1]) * height) / PHOTO_MAX_FACE_SHARE
+    low = min(1.0, max(scale[0], face_side ** 2 / (height * width)))
+    area = rng.uniform(low, max(low, scale[1])) * height * width
     ratio = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
     crop_w = min(width, math.sqrt(area * ratio))
     crop_h = min(height, math.sqrt(area / ratio))

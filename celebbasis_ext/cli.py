@@ -47,8 +47,9 @@ def _add_view_options(parser):
     parser.add_argument("--views", default=DEFAULT_VIEWS,
                         help=f"training views: paper (face pasted on black, as the authors), photo (crops of the "
                              f"photo's own framing) or mixed (default {DEFAULT_VIEWS})")
-    parser.add_argument("--loss-mask", default=DEFAULT_LOSS_MASK,
-                        help=f"face (weight the loss towards the face) or none (default {DEFAULT_LOSS_MASK})")
+    parser.add_argument("--loss-mask", default=None,
+                        help=f"face (weight the loss towards the face) or none (default {DEFAULT_LOSS_MASK}; "
+                             "none with --face-encoder none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,11 +183,12 @@ def _progress_bar(total: int):
 
 
 def cmd_tune(args) -> int:
-    from .pipeline import TuneRequest, tune_identity
+    from .pipeline import TuneRequest, default_loss_mask, tune_identity
     from .tuning import TuneOptions
 
     options = TuneOptions(steps=args.steps, seed=args.seed, learning_rate=args.lr, mode=args.mode,
-                          dtype=args.dtype, resolution=args.resolution, views=args.views, loss_mask=args.loss_mask)
+                          dtype=args.dtype, resolution=args.resolution, views=args.views,
+                          loss_mask=args.loss_mask or default_loss_mask(args.face_encoder))
     request = TuneRequest(photos=args.photos, name=args.name, out_dir=args.out, options=options,
                           face_encoder=args.face_encoder, face_index=args.face_index, overwrite=args.overwrite,
                           models_dir=args.models_dir, allow_download=args.allow_download, names_file=args.names,
@@ -256,10 +258,12 @@ def cmd_basis(args) -> int:
 def cmd_tune_batch(args) -> int:
     from .basis import basis_for
     from .batch import find_subjects, tune_batch
+    from .pipeline import default_loss_mask
     from .tuning import TuneOptions
 
     options = TuneOptions(steps=args.steps, seed=args.seed, mode=args.mode, dtype=args.dtype,
-                          resolution=args.resolution, views=args.views, loss_mask=args.loss_mask).validate()
+                          resolution=args.resolution, views=args.views,
+                          loss_mask=args.loss_mask or default_loss_mask(args.face_encoder)).validate()
     if not 1 <= args.group <= 64:
         raise BadInput("--group must be from 1 to 64")
     subjects = find_subjects(args.folder)

@@ -24,6 +24,13 @@ from .tuning import TuneOptions, TuneProgress, TuneResult, tune
 FACE_ENCODERS = ("auto", "insightface", "dlib", "none")
 
 
+def default_loss_mask(face_encoder: str) -> str:
+    """The loss mask when none was asked for: the default, or 'none' where no face encoder finds the face."""
+    from .tuning import DEFAULT_LOSS_MASK
+
+    return "none" if face_encoder == "none" else DEFAULT_LOSS_MASK
+
+
 @dataclass
 class TuneRequest:
     """What the user asked for (the same fields in CLI flags, tab controls and API JSON)."""

@@ -107,3 +107,24 @@ def forge():
 def sdnext():
     """The SD.Next stand-in module: ``sdnext.boot(root, checkpoint=...)``."""
     yield from _host_standin("sdnext")
+
+
+@pytest.fixture(scope="session")
+def planted_face_world():
+    """benchmarks/planted_faces.py's quick world (framing "photo", recipe QUICK): a tiny SD1 that draws a
+    few planted codes as real people; built once per session, shared, so tests must not change it."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("dlib")
+    pytest.importorskip("insightface")  # its package ships the group photo the people come from
+    import importlib.util
+
+    name = "planted_faces"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "planted_faces.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    # CELEBBASIS_PLANTED_FACES_CACHE (a folder) keeps the taught world between runs on one machine
+    cache = os.environ.get("CELEBBASIS_PLANTED_FACES_CACHE") or None
+    return sys.modules[name].build_face_world(seed=0, framing="photo", quick=True, log=lambda *args: None,
+                                              cache_dir=cache)

@@ -298,7 +298,7 @@ def test_intervals_match_students_t():
 
 
 def test_variants_accept_any_tune_option_field(monkeypatch):
-    """Options the engine gains later (e.g. views, loss_mask) are accepted by name, converted by type."""
+    """Any TuneOptions field is accepted by name and converted by type, also one the engine gains later."""
     import dataclasses
 
     from celebbasis_ext.evaluate import variants
@@ -309,15 +309,18 @@ def test_variants_accept_any_tune_option_field(monkeypatch):
     assert built[0].options.steps == 200 and built[0].options.seed == 5
     assert built[1].options.steps == 50 and built[1].options.augment is False and built[1].options.resolution is None
 
+    [views] = variants.build_variants(["views=photo,loss_mask=face"])  # issue 14's options, as the engine has them
+    assert (views.options.views, views.options.loss_mask, views.label) == ("photo", "face", "views=photo,loss_mask=face")
+    with pytest.raises(BadInput, match="sideways"):
+        variants.build_variants(["views=sideways"])  # the engine's own check, one line
+
     @dataclasses.dataclass
     class Newer(TuneOptions):
-        views: str = "paper"
-        loss_mask: str = "none"
+        lora_rank: int = 0
 
     monkeypatch.setattr(variants, "TuneOptions", Newer)
-    [variant] = variants.build_variants(["views=photo,loss_mask=face"])
-    assert variant.options.views == "photo" and variant.options.loss_mask == "face"
-    assert variant.describe()["views"] == "photo"
+    [variant] = variants.build_variants(["lora_rank=4"])
+    assert variant.options.lora_rank == 4 and variant.describe()["lora_rank"] == 4
     with pytest.raises(BadInput, match="unknown tuning option 'view'"):
         variants.build_variants(["view=photo"])
 

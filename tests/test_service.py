@@ -180,7 +180,10 @@ def test_two_tunes_never_interleave(tmp_path, monkeypatch):
 
 
 @needs_dlib
-def test_dlib_detect_tune_and_likeness(tmp_path, astronaut_path):
+def test_dlib_detect_tune_and_likeness_wiring(tmp_path, astronaut_path):
+    """Detection, and the likeness wiring (a score per render, None without a face, recorded for the table),
+    with renders handed over by hand; that the score tells people apart is shown on real renders of
+    planted faces in test_likeness.py."""
     from PIL import Image
 
     from celebbasis_ext.face.encoders import extract_face, load_face_encoder

@@ -41,10 +41,6 @@ FRAMING_ZOOM = 2.4
 """The photo's own framing (``photo`` training views) at most this wide: twice the head crop,
 head, hair and shoulders, the way portraits are framed."""
 
-FRAMING_MIN_COVERAGE = 0.97
-"""The framing is narrowed (down to the head crop) until this share of it lies inside the
-photo: its views are cut from the photo itself, not from an invented border."""
-
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, shift) mapping src to dst.
@@ -172,22 +168,29 @@ def face_box_in_crop(face: Any, zoom: float = HEAD_ZOOM, eye_height: float = HEA
     return (float(low[0]), float(low[1]), float(high[0]), float(high[1]))
 
 
-def framing_zoom(image_shape: tuple, face: Any, widest: float = FRAMING_ZOOM,
-                 min_coverage: float = FRAMING_MIN_COVERAGE) -> float:
-    """The widest zoom, from ``widest`` down to the head crop's, whose crop stays inside the photo."""
-    zoom = float(widest)
-    while zoom > HEAD_ZOOM:
-        if head_coverage(image_shape, face, zoom=zoom) >= min_coverage:
-            return zoom
-        zoom = round(zoom - 0.1, 6)
-    return HEAD_ZOOM
+def framing_crop(image: Image.Image | np.ndarray, face: Any, size: int = 512,
+                 zoom: float = FRAMING_ZOOM) -> tuple[Image.Image, tuple]:
+    """The photo's own framing around the head, as a square RGB image, and the face box in it.
 
-
-def framing_crop(image: Image.Image | np.ndarray, face: Any, size: int = 512) -> tuple[Image.Image, tuple]:
-    """The photo's own framing around the head (see ``FRAMING_ZOOM``) and the face box in it."""
+    An upright square (the photo's own orientation: nothing is rotated, so
+    nothing is padded) centred where the head crop would be, ``zoom`` wide in
+    the head crop's units, shrunk and shifted as far as needed to stay inside
+    the photo and to hold the whole face box. A tightly cropped photo gives a
+    tight framing: its views show only what the photo shows.
+    """
     pixels = _as_array(image)
-    zoom = framing_zoom(pixels.shape, face)
-    return head_crop(pixels, face, size, zoom=zoom), face_box_in_crop(face, zoom)
+    height, width = pixels.shape[:2]
+    centre, x_axis, _ = head_geometry(getattr(face, "landmarks", face), zoom)
+    x0, y0, x1, y1 = getattr(face, "box", (centre[0], centre[1], centre[0], centre[1]))
+    side = min(2.0 * float(np.hypot(*x_axis)), width, height)
+    side = max(side, min(max(x1 - x0, y1 - y0), width, height))
+    left = float(np.clip(centre[0] - side / 2, max(0.0, x1 - side), max(max(0.0, x1 - side), min(x0, width - side))))
+    top = float(np.clip(centre[1] - side / 2, max(0.0, y1 - side), max(max(0.0, y1 - side), min(y0, height - side))))
+    left, top = min(max(left, 0.0), width - side), min(max(top, 0.0), height - side)
+    crop = Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS,
+                                          box=(left, top, left + side, top + side))
+    box = ((x0 - left) / side, (y0 - top) / side, (x1 - left) / side, (y1 - top) / side)
+    return crop, tuple(float(np.clip(v, 0.0, 1.0)) for v in box)
 
 
 def _head_inverse(landmarks: np.ndarray, size: int, zoom: float, eye_height: float) -> np.ndarray:
