@@ -281,6 +281,22 @@ def test_manual_cast_weight_copies_are_recomputed_not_kept():
     assert _kept_weight_copies(model, x)[1] == 3
 
 
+def test_manual_cast_layers_that_copy_nothing_are_not_recomputed(monkeypatch):
+    """Weights already in the input's dtype (Forge's CLIP in fp16 on a GPU) are not cast, so no checkpointing."""
+    import torch.utils.checkpoint
+
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = torch.nn.Sequential(_ManualCastLinear(64, 64)).requires_grad_(False)
+    undo = recompute_manual_casts([model])
+    model(torch.randn(2, 64, requires_grad=True)).sum().backward()
+    assert calls == []
+    model.to(torch.bfloat16)(torch.randn(2, 64, requires_grad=True)).sum().backward()
+    assert calls == [1]
+    undo()
+
+
 def test_tuning_session_recomputes_manual_casts_and_undoes_it(forge, tmp_path):
     forge.boot(tmp_path / "webui", flavor="main", kind="sdxl", load=False)
     adapter = adapter_for_loaded_model()

@@ -143,6 +143,18 @@ def check_forge_model(sd_model) -> ModelFamily:
 
 
 # ------------------------------------------------------------------ inference tensors
+def _copies_weight(module: torch.nn.Module, args) -> bool:
+    """Whether a manual-cast layer's forward on ``args`` needs gradients and makes a weight copy (another dtype
+    or device than its input); a cast to the weight's own dtype and device is the weight itself, nothing kept."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not any(t.requires_grad for t in tensors):
+        return False
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or not tensors:
+        return True
+    return tensors[0].dtype != weight.dtype or tensors[0].device != weight.device
+
+
 def recompute_manual_casts(modules: Sequence[torch.nn.Module]):
     """Run Forge's manual-cast layers (weights stored in one dtype, computed in another, e.g. ``--unet-in-bf16``
     on the CPU) under activation checkpointing while gradients flow; returns the undo.
@@ -161,8 +173,8 @@ def recompute_manual_casts(modules: Sequence[torch.nn.Module]):
             had_own = "forward" in module.__dict__
             original = module.forward
 
-            def forward(*args, _original=original, **kwargs):
-                if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            def forward(*args, _original=original, _module=module, **kwargs):
+                if torch.is_grad_enabled() and _copies_weight(_module, args):
                     return checkpoint(_original, *args, use_reentrant=False, **kwargs)
                 return _original(*args, **kwargs)
 
