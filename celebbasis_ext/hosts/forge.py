@@ -142,7 +142,7 @@ def check_forge_model(sd_model) -> ModelFamily:
     return family
 
 
-# ------------------------------------------------------------------ inference tensors
+# ------------------------------------------------------------------ manual cast
 def _copies_weight(module: torch.nn.Module, args) -> bool:
     """Whether a manual-cast layer's forward on ``args`` needs gradients and makes a weight copy (another dtype
     or device than its input); a cast to the weight's own dtype and device is the weight itself, nothing kept."""
@@ -191,6 +191,7 @@ def recompute_manual_casts(modules: Sequence[torch.nn.Module]):
     return undo
 
 
+# ------------------------------------------------------------------ inference tensors
 def needs_normal_tensor(tensor: torch.Tensor) -> bool:
     """True for inference tensors, also those hidden in a normal ``Parameter`` (transformers' token-table
     resize under ``no_grad`` of an inference-mode model makes one): autograd and views refuse both."""
