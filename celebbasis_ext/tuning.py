@@ -353,6 +353,8 @@ def _tune_group(adapter, basis, subjects, options, progress, should_cancel) -> l
         vectors = basis.vectors.to(device)
         alphas = adapter.alphas_cumprod()
         owners_device = owners.to(device)
+        # per batch row: where its subject's views start in the pool, and how many there are (fixed)
+        row_offsets, row_counts = pool.offsets[owners], pool.counts[owners]
         optimizer = _adamw(mapper.parameters(), options.learning_rate)
         autocast_dtype = _autocast_dtype(options.dtype, device, adapter.dtype)
         scaler = _grad_scaler(autocast_dtype == torch.float16 and device.type == "cuda")
@@ -366,7 +368,7 @@ def _tune_group(adapter, basis, subjects, options, progress, should_cancel) -> l
             if should_cancel is not None and should_cancel():
                 raise Cancelled("tuning cancelled; nothing was written")
             draws = torch.rand(batch, generator=generator)
-            picks = pool.offsets[owners] + (draws * pool.counts[owners]).long()
+            picks = row_offsets + (draws * row_counts).long()
             timesteps = torch.randint(0, alphas.shape[0], (batch,), generator=generator)
             noise = torch.randn((batch, *pool.latents.shape[1:]), generator=generator)
             templates = [options.templates[i] for i in
@@ -383,11 +385,18 @@ def _tune_group(adapter, basis, subjects, options, progress, should_cancel) -> l
                 prediction = adapter.predict(noisy, timesteps, cond)
             loss = diffusion_loss(prediction, target, None if pool.weights is None else pool.weights[picks])
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            if scaler.is_enabled():
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:  # the scaler's bookkeeping costs a step more than the optimizer does on a tiny model
+                loss.backward()
+                optimizer.step()
             subject_mean = coefficients.detach().float().view(count, options.batch_size, 2, -1).mean(dim=1)
-            running = (1 - options.ema_decay) * subject_mean + (0 if running is None else options.ema_decay * running)
+            if running is None:
+                running = (1 - options.ema_decay) * subject_mean
+            else:
+                running.mul_(options.ema_decay).add_(subject_mean, alpha=1 - options.ema_decay)
             pending.append(loss.detach())
             # the first step too: on a slow machine the first report would otherwise be minutes away
             if step % options.report_every == 0 or step in (1, options.steps):

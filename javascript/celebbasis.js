@@ -80,15 +80,42 @@
         setTimeout(tick, 300);
     }
 
+    // The host's bar (A1111, Forge: a div.progressDiv put before the element it is given).
+    function hostDrewBar(box) {
+        return Boolean(box.parentNode && box.parentNode.querySelector(".progressDiv"));
+    }
+
+    // One line from the host's /internal/progress answer: its text (our "CelebBasis: step 5/300, loss ...")
+    // and the time left (only while the run is active: before that SD.Next's eta is the previous job's).
+    function hostProgressLine(res) {
+        var text = res && res.textinfo ? String(res.textinfo) : "";
+        if (text && res.active && res.eta) {
+            text += " · about " + formatSeconds(res.eta) + " left";
+        }
+        return text;
+    }
+
     // Train and Preview: give the run a task id (first input) and show the host's progress bar (with its
-    // ETA) under the Train button; in the standalone UI, our own progress line there.
+    // ETA) under the Train button; in the standalone UI, our own progress line there. SD.Next's
+    // requestProgress draws nothing into the element (only on its Generate buttons and the page title):
+    // there the host's progress answers are written as our line.
     function withProgress(args) {
         args = Array.from(args);
         var id = newTaskId();
         args[0] = id;
         var box = el("celebbasis_progress");
         if (typeof requestProgress === "function" && box) {
-            requestProgress(id, box, null, function () {});
+            var wrote = false;
+            requestProgress(id, box, null, function () {
+                if (wrote) {
+                    setProgressText("");
+                }
+            }, function (res) {
+                if (!hostDrewBar(box)) {
+                    wrote = true;
+                    setProgressText(hostProgressLine(res));
+                }
+            });
         } else {
             pollOwnProgress();
         }

@@ -134,6 +134,46 @@ def test_upload_train_see_token_and_file(server, tmp_path):
             browser.close()
 
 
+# The host's requestProgress, as each host's page defines it (only what our script relies on).
+A1111_REQUEST_PROGRESS = """(id, box, gallery, atEnd, onProgress) => {  // its bar goes before the element
+    const bar = document.createElement('div'); bar.className = 'progressDiv'; bar.textContent = 'host bar';
+    box.parentNode.insertBefore(bar, box); window.__runs.push({atEnd, onProgress}); }"""
+SDNEXT_REQUEST_PROGRESS = """(id, box, gallery, atEnd, onProgress) => {  // draws nothing into the element
+    window.__runs.push({atEnd, onProgress}); }"""
+
+
+@pytest.mark.parametrize("host, request_progress, line_expected", [
+    ("SD.Next", SDNEXT_REQUEST_PROGRESS, True), ("A1111", A1111_REQUEST_PROGRESS, False)])
+def test_progress_under_train_with_the_hosts_progress_requests(server, host, request_progress, line_expected):
+    """Found in the real SD.Next: its requestProgress only marks the Generate buttons, so the tab showed no
+    progress; the host's answers become our line there, and A1111's own bar is not doubled."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#celebbasis_train", timeout=60_000)
+            page.evaluate(f"() => {{ window.__runs = []; window.requestProgress = {request_progress}; }}")
+            args = page.evaluate("() => window.celebbasis_train('', 'photo')")
+            assert args[0].startswith("task(") and args[1] == "photo"
+            line = page.locator(".celebbasis-progress-line")
+            page.evaluate("() => window.__runs[0].onProgress({textinfo: 'Waiting...', active: false, eta: 4842})")
+            if line_expected:  # queued: SD.Next's eta is still the previous job's
+                assert line.inner_text() == "Waiting..."
+            page.evaluate("() => window.__runs[0].onProgress("
+                          "{textinfo: 'CelebBasis: step 5/300, loss 0.1234', active: true, progress: 0.02, eta: 75})")
+            if line_expected:
+                assert line.inner_text() == "CelebBasis: step 5/300, loss 0.1234 · about 1:15 left"
+                page.evaluate("() => window.__runs[0].atEnd()")
+                assert line.inner_text() == ""
+            else:
+                assert line.count() == 0 and page.locator(".progressDiv").count() == 1
+        finally:
+            browser.close()
+
+
 @needs_dlib
 def test_face_captions_are_whole(server, astronaut_path):
     """The gallery caption names the face for a person ("face 1 (largest)") and is not cut off."""

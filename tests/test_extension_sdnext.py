@@ -192,6 +192,7 @@ def test_api_under_queue_lock_and_sdnext_auth(sdnext, tmp_path):
     service.host_progress = lambda update: (original_hook(update),
                                             held.append((host.modules.call_queue.queue_lock.locked(), state.job)))
     before = pipeline_state(host)
+    unknown, _ = host.prompt_parser_diffusers.encode_prompt("a photo of zed_api")  # the name as plain words
     body = {"images": [b64_image()], "name": "zed_api", "steps": 2, "face_encoder": "none"}
     response = client.post("/celebbasis/v1/tune", json=body, auth=("alice", "pw"))
     service.host_progress = original_hook
@@ -206,6 +207,10 @@ def test_api_under_queue_lock_and_sdnext_auth(sdnext, tmp_path):
     assert [item["name"] for item in listed] == ["zed_api"]
     assert client.delete("/celebbasis/v1/identities/zed_api", auth=("alice", "pw")).status_code == 200
     assert "zed_api" not in host.shared.sd_model.embedding_db.word_embeddings
+    # SD.Next finds embeddings by the tokenizer's added tokens, which its reload never removes: ours are gone too
+    deleted, _ = host.prompt_parser_diffusers.encode_prompt("a photo of zed_api")
+    assert host.shared.sd_model.embedding_db.embeddings_used == []
+    torch.testing.assert_close(deleted, unknown)
     host.modules.script_callbacks.script_unloaded_callback()
 
 

@@ -16,7 +16,7 @@ import torch
 
 from celebbasis_ext.errors import UnsupportedModel
 from celebbasis_ext.hosts.detect import HostKind, adapter_for_loaded_model, detect_host
-from celebbasis_ext.hosts.forge import ForgeAdapter, TrainableAliases
+from celebbasis_ext.hosts.forge import ForgeAdapter, TrainableAliases, recompute_manual_casts
 from celebbasis_ext.hosts.reload import embeddings_dir, reload_embeddings
 from celebbasis_ext.model_guard import state_digest
 from celebbasis_ext.pipeline import TuneRequest, tune_identity
@@ -237,3 +237,72 @@ def test_host_modules_import_nothing_from_hosts_at_top_level_and_import_anywhere
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["standalone", "[]"]
+
+
+class _ManualCastLinear(torch.nn.Linear):
+    """Like Forge's ``backend.operations`` Linear with manual cast: a computation-dtype weight copy per forward."""
+    parameters_manual_cast = True
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+
+def _kept_weight_copies(model, x):
+    """(x's gradient, how many fp32 weight-shaped tensors autograd keeps for the backward pass)."""
+    kept = []
+
+    def pack(tensor):
+        if tensor.dtype == torch.float32 and tensor.shape == (64, 64):
+            kept.append(tensor)
+        return tensor
+
+    x = x.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = model(x)
+    out.pow(2).sum().backward()
+    return x.grad, len(kept)
+
+
+def test_manual_cast_weight_copies_are_recomputed_not_kept():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[_ManualCastLinear(64, 64) for _ in range(3)]).to(torch.bfloat16).requires_grad_(False)
+    x = torch.randn(4, 64)
+    plain_grad, plain_kept = _kept_weight_copies(model, x)
+    assert plain_kept == 3  # one fp32 copy of each bf16 weight, kept until the backward pass
+
+    undo = recompute_manual_casts([model])
+    grad, kept = _kept_weight_copies(model, x)
+    assert kept == 0 and torch.equal(grad, plain_grad)
+    with torch.no_grad():
+        assert torch.equal(model(x), torch.nn.Sequential(*model)(x))
+
+    undo()
+    assert not any("forward" in layer.__dict__ for layer in model)
+    assert _kept_weight_copies(model, x)[1] == 3
+
+
+def test_manual_cast_layers_that_copy_nothing_are_not_recomputed(monkeypatch):
+    """Weights already in the input's dtype (Forge's CLIP in fp16 on a GPU) are not cast, so no checkpointing."""
+    import torch.utils.checkpoint
+
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = torch.nn.Sequential(_ManualCastLinear(64, 64)).requires_grad_(False)
+    undo = recompute_manual_casts([model])
+    model(torch.randn(2, 64, requires_grad=True)).sum().backward()
+    assert calls == []
+    model.to(torch.bfloat16)(torch.randn(2, 64, requires_grad=True)).sum().backward()
+    assert calls == [1]
+    undo()
+
+
+def test_tuning_session_recomputes_manual_casts_and_undoes_it(forge, tmp_path):
+    forge.boot(tmp_path / "webui", flavor="main", kind="sdxl", load=False)
+    adapter = adapter_for_loaded_model()
+    layers = [m for m in adapter.frozen_modules()[0].modules() if isinstance(m, torch.nn.Linear)]
+    for layer in layers:  # as if Forge stored the UNet in another dtype than it computes in
+        layer.parameters_manual_cast = True
+    with adapter.tuning_session():
+        assert all("forward" in layer.__dict__ for layer in layers)
+    assert not any("forward" in layer.__dict__ for layer in layers)

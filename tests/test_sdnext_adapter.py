@@ -22,24 +22,24 @@ STANDIN_FILE = Path(__file__).resolve().parent / "host_standins" / "sdnext" / "s
 NAME = "zqxperson"
 
 
-def _tune(adapter, tmp_path, seed=23, overwrite=False):
+def _tune(adapter, tmp_path, seed=23, overwrite=False, name=NAME):
     request = TuneRequest(
-        photos=[noise_photo(seed)], name=NAME, out_dir=embeddings_dir() / "celebbasis", face_encoder="none",
+        photos=[noise_photo(seed)], name=name, out_dir=embeddings_dir() / "celebbasis", face_encoder="none",
         options=TuneOptions(steps=2, mode="direct", pool_size=2, resolution=64, report_every=1, seed=seed),
         names_file=str(small_names_file(tmp_path)), k=32, basis_cache_dir=str(tmp_path / "basis"), overwrite=overwrite,
     )
     return tune_identity(adapter, request)
 
 
-def _assert_host_uses(host, adapter, embedding):
-    prompt_embeds, pooled = host.prompt_parser_diffusers.encode_prompt(f"a photo of {NAME}")
+def _assert_host_uses(host, adapter, embedding, name=NAME):
+    prompt_embeds, pooled = host.prompt_parser_diffusers.encode_prompt(f"a photo of {name}")
     with torch.no_grad():
         ours = adapter.encode_prompts(["a photo of {}"], embedding)
     torch.testing.assert_close(prompt_embeds, ours["context"], atol=1e-5, rtol=1e-4)
     assert (pooled is None) == (ours["pooled"] is None)  # SDXL has one, SD1 none
     if pooled is not None:
         torch.testing.assert_close(pooled, ours["pooled"], atol=1e-5, rtol=1e-4)
-    assert host.shared.sd_model.embedding_db.embeddings_used == [NAME]
+    assert host.shared.sd_model.embedding_db.embeddings_used == [name]
 
 
 @pytest.mark.parametrize("checkpoint, inference_weights",
@@ -92,6 +92,39 @@ def test_retraining_a_name_takes_effect_at_once(sdnext, tmp_path):
     assert torch.equal(stale, old)  # the prompt cache a host without the reload would use
     reload_embeddings()
     _assert_host_uses(host, adapter, second.result.embedding)
+
+
+@pytest.mark.parametrize("checkpoint, inference_weights", [("tiny-sdxl", False), ("tiny-sd1", True)])
+def test_a_deleted_name_stops_working_and_the_others_keep_theirs(sdnext, tmp_path, monkeypatch, checkpoint,
+                                                                  inference_weights):
+    """SD.Next's reload adds tokens but never removes them, and prompts find embeddings by those tokens."""
+    host = sdnext.boot(tmp_path / "sdnext", checkpoint=checkpoint)
+    if inference_weights:  # SD.Next's option "Inference mode: inference-mode": embedding rows written under it
+        monkeypatch.setattr(host.devices, "inference_context", torch.inference_mode)
+    adapter = adapter_for_loaded_model()
+    pipe = host.shared.sd_model
+    rows = [encoder.get_input_embeddings().weight.shape[0] for encoder in adapter.encoders]
+    flags = [encoder.get_input_embeddings().weight.requires_grad for encoder in adapter.encoders]
+    unknown, unknown_pooled = host.prompt_parser_diffusers.encode_prompt(f"a photo of {NAME}")
+    first = _tune(adapter, tmp_path, seed=1)
+    kept = _tune(adapter, tmp_path, seed=2, name="zqxother")
+    reload_embeddings()
+    _assert_host_uses(host, adapter, first.result.embedding)
+
+    first.path.unlink()
+    assert reload_embeddings(removed=[NAME]) == ["embedding_db"]
+
+    stale, stale_pooled = host.prompt_parser_diffusers.encode_prompt(f"a photo of {NAME}")
+    assert pipe.embedding_db.embeddings_used == []
+    torch.testing.assert_close(stale, unknown)
+    assert (stale_pooled is None) == (unknown_pooled is None)
+    if stale_pooled is not None:
+        torch.testing.assert_close(stale_pooled, unknown_pooled)
+    assert all(NAME not in tokenizer.added_tokens_encoder for tokenizer in adapter.tokenizers)
+    assert [encoder.get_input_embeddings().weight.shape[0] for encoder in adapter.encoders] == [r + 2 for r in rows]
+    assert [encoder.get_input_embeddings().weight.requires_grad for encoder in adapter.encoders] == flags
+    _assert_host_uses(host, adapter, kept.result.embedding, name="zqxother")  # its rows moved, still right
+    assert reload_embeddings(removed=["never_there"]) == ["embedding_db"]
 
 
 @pytest.mark.parametrize("checkpoint, offload, message", [

@@ -26,8 +26,9 @@ are exactly as before. It also has Forge's memory manager load the UNet,
 text encoders and VAE first, swaps PyTorch SDPA in as the UNet's attention
 function (Sage/flash/xformers wrappers may have no backward), gives the
 transformer blocks' norms a copy of their input (the blocks add residuals in
-place, ``x += n``, which autograd rejects), leaves the infotext state as it
-found it, and undoes all of it even on error.
+place, ``x += n``, which autograd rejects), recomputes the weight copies of
+manual-cast layers in the backward pass instead of keeping them, leaves the
+infotext state as it found it, and undoes all of it even on error.
 
 Nothing here imports Forge's ``backend`` or ``modules`` at module level.
 """
@@ -139,6 +140,55 @@ def check_forge_model(sd_model) -> ModelFamily:
         raise UnsupportedModel(f"the model's weights are quantized ({reason}): load it in fp16/bf16 "
                                "(not fp8, nf4 or gguf) to tune")
     return family
+
+
+# ------------------------------------------------------------------ manual cast
+def _copies_weight(module: torch.nn.Module, args) -> bool:
+    """Whether a manual-cast layer's forward on ``args`` needs gradients and makes a weight copy (another dtype
+    or device than its input); a cast to the weight's own dtype and device is the weight itself, nothing kept."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not any(t.requires_grad for t in tensors):
+        return False
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or not tensors:
+        return True
+    return tensors[0].dtype != weight.dtype or tensors[0].device != weight.device
+
+
+def recompute_manual_casts(modules: Sequence[torch.nn.Module]):
+    """Run Forge's manual-cast layers (weights stored in one dtype, computed in another, e.g. ``--unet-in-bf16``
+    on the CPU) under activation checkpointing while gradients flow; returns the undo.
+
+    Such a layer makes a computation-dtype copy of its weight in every forward and autograd would keep each
+    copy for the backward pass: a whole second UNet in fp32 (measured in the real Forge: a bf16 SDXL tune went
+    from 6 to over 20 GiB). Checkpointed, the copy is made again in the backward pass instead of kept.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    patched = []
+    for root in modules:
+        for module in root.modules():
+            if getattr(module, "parameters_manual_cast", False) is not True:
+                continue
+            had_own = "forward" in module.__dict__
+            original = module.forward
+
+            def forward(*args, _original=original, _module=module, **kwargs):
+                if torch.is_grad_enabled() and _copies_weight(_module, args):
+                    return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+                return _original(*args, **kwargs)
+
+            module.forward = forward
+            patched.append((module, had_own, original))
+
+    def undo():
+        for module, had_own, original in patched:
+            if had_own:
+                module.forward = original
+            else:
+                del module.forward
+
+    return undo
 
 
 # ------------------------------------------------------------------ inference tensors
@@ -457,6 +507,7 @@ class ForgeAdapter(ModelAdapter):
                     guard.freeze()
                     self._use_pytorch_attention(guard)
                     self._copy_norm_inputs(guard)
+                    guard.on_exit(recompute_manual_casts([m for m in self.frozen_modules() if m is not None]))
                     with torch.enable_grad():
                         yield
             finally:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from .detect import HostInfo, HostKind, detect_host
 
@@ -92,8 +92,11 @@ def _reload_forge_engines(sd_model) -> list[str]:
     return done
 
 
-def reload_embeddings(host: Optional[HostInfo] = None) -> list[str]:
-    """Reload the host's embedding databases and clear cached conditioning; returns what was reloaded."""
+def reload_embeddings(host: Optional[HostInfo] = None, removed: Iterable[str] = ()) -> list[str]:
+    """Reload the host's embedding databases and clear cached conditioning; returns what was reloaded.
+
+    ``removed``: names whose files were just deleted (SD.Next keeps their tokens unless told).
+    """
     host = host or detect_host()
     done: list[str] = []
     try:
@@ -101,7 +104,7 @@ def reload_embeddings(host: Optional[HostInfo] = None) -> list[str]:
         if host.kind == HostKind.SDNEXT:
             from .sdnext import reload_embeddings as reload_sdnext
 
-            if reload_sdnext(model):
+            if reload_sdnext(model, removed=removed):
                 done.append("embedding_db")
         elif host.is_forge_engine:
             if model is not None and type(model).__name__ != "FakeInitialModel":

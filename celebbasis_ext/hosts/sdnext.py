@@ -16,7 +16,10 @@ What SD.Next adds on top of a plain pipeline, and how it is handled:
 * Weights made under ``torch.inference_mode`` are swapped for normal
   parameters sharing their memory for the run (as for Forge).
 * Embeddings folder: ``shared.opts.embeddings_dir``; reload through
-  ``sd_model.embedding_db`` plus the prompt-embeds cache.
+  ``sd_model.embedding_db`` plus the prompt-embeds cache. SD.Next finds
+  embeddings in a prompt by the tokenizer's added tokens, which its reload
+  never removes: a deleted identity's tokens are unloaded here, or its name
+  would keep its vectors until the model is reloaded.
 
 Host modules are imported inside functions only.
 """
@@ -26,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 
@@ -49,14 +52,57 @@ def embeddings_dir() -> Optional[Path]:
     return Path(folder).expanduser() if folder else None
 
 
-def reload_embeddings(sd_model=None) -> bool:
-    """Reload the loaded model's embedding database (new/retrained files count at once); True if done."""
+def _tokens_of(name: str, tokenizer) -> list[str]:
+    """The added tokens SD.Next made for embedding ``name``: ``name``, ``name_1``, ``name_2``, ... (as its
+    prompt expansion, up to the first gap: ``name_2024`` of another file is not one of them)."""
+    added = getattr(tokenizer, "added_tokens_encoder", None) or {}
+    tokens = [name] if name in added else []
+    while tokens and f"{name}_{len(tokens)}" in added:
+        tokens.append(f"{name}_{len(tokens)}")
+    return tokens
+
+
+def forget_tokens(sd_model, names: Iterable[str]) -> list[str]:
+    """Remove the added tokens of deleted embeddings ``names`` from every tokenizer and text encoder.
+
+    Uses diffusers' own ``unload_textual_inversion`` (it renumbers the
+    remaining added tokens and moves their rows with them), under the host's
+    inference context as SD.Next writes embedding rows. Returns the tokens removed.
+    """
+    from diffusers.loaders import TextualInversionLoaderMixin
+
+    devices = _host_module("modules.devices")
+    context = getattr(devices, "inference_context", torch.no_grad)
+    removed = []
+    for suffix in ("", "_2", "_3"):
+        tokenizer = getattr(sd_model, "tokenizer" + suffix, None)
+        encoder = getattr(sd_model, "text_encoder" + suffix, None)
+        if tokenizer is None or encoder is None:
+            continue
+        tokens = [token for name in names if name for token in _tokens_of(name, tokenizer)]
+        if tokens:
+            old = encoder.get_input_embeddings()
+            with context():
+                TextualInversionLoaderMixin.unload_textual_inversion(
+                    sd_model, tokens=tokens, tokenizer=tokenizer, text_encoder=encoder)
+                new = encoder.get_input_embeddings()  # a new nn.Embedding: keep the old one's flags
+                new.weight.requires_grad_(old.weight.requires_grad)
+                new.train(old.training)
+            removed += tokens
+    return removed
+
+
+def reload_embeddings(sd_model=None, removed: Iterable[str] = ()) -> bool:
+    """Reload the loaded model's embedding database (new/retrained files count at once, ``removed`` names
+    stop counting); True if done."""
     if sd_model is None:
         modeldata = _host_module("modules.modeldata")
         sd_model = getattr(getattr(modeldata, "model_data", None), "sd_model", None)
     database = getattr(sd_model, "embedding_db", None)
     if database is None or not hasattr(database, "load_textual_inversion_embeddings"):
         return False
+    if removed:
+        forget_tokens(sd_model, removed)
     database.load_textual_inversion_embeddings(force_reload=True)
     parser = _host_module("modules.prompt_parser_diffusers")
     cache = getattr(parser, "cache", None)

@@ -176,7 +176,8 @@ def reload_embeddings(path: Optional[Path] = None) -> None:
         return  # embeddings are read when a model is loaded (reloading now would load one)
     from ..hosts.reload import reload_embeddings as reload_host
 
-    if not reload_host():
+    removed = [path.stem] if path is not None and not path.exists() else []  # a deletion
+    if not reload_host(removed=removed):
         log.warning("CelebBasis: could not reload embeddings in this host; restart it to use %s",
                     path.name if path else "the new file")
 
