@@ -24,9 +24,10 @@ users get (it tunes with ``augment=False``). This world renders faces:
    the inverted picture, so that a learned token can be checked for still
    following its prompt. Renders are DDIM with 4 trailing steps.
 4. Two framings. ``"photo"`` (world A): each person only in the photo's own
-   framing, never on black. ``"mixed"`` (world B): 35% of the teaching views
-   show the person's head small (40-55% of the canvas) on black, at one of
-   three places, as the authors' training views do (theirs at any place).
+   framing, never on black. ``"mixed"`` (world B): a third of the captions
+   (10 of 29) draw the person's head small (40-55% of the canvas) on black,
+   at one of three places, as the authors' training views show it (theirs at
+   any place); the rest, "a photo of {}" among them, the photo's framing.
 
 How a world is taught is its ``Recipe``: ``FULL`` (the study: six people,
 every caption the engine tunes with) or ``QUICK`` (the tests' session
@@ -125,10 +126,16 @@ dlib found no face in some runs, and the first three people at 800 steps gave 6 
 WEIGHT_EMA = 0.99
 STEER_SHARE = 0.25
 BLACK_SHARE = 0.35
+"""World B draws the head small on black for about this share of the captions (every third one from
+the second: 10 of the 29), the person's own framing for the rest ("a photo of {}" among them)."""
 BLACK_PLACEMENTS = ((0.55, 0.5, 0.5), (0.4, 0.5, 0.55), (0.4, 0.3, 0.3))
-"""World B's heads on black: (share of the side, centre x, centre y). A few fixed placements, not
-the authors' uniform ones: a model this small learns three extra pictures per person in minutes,
-but not a continuum of them (with random placement it had learned nobody after 1000 steps)."""
+"""World B's heads on black: (share of the side, centre x, centre y), one per caption in turn.
+
+NOT YET WORKING: world B does not learn. After 2000 steps its loss stays at 0.08 (world A: 0.007)
+and dlib finds no face in any render of a planted code, for any caption (the steering one too),
+both when each view drew the photo or a head on black at random (35% of views) and now, with the
+framing tied to the caption. The views study leaves it out until it is fixed; a place to look is
+the black canvas, -2 in the codec's mean band, twice any photo's extreme."""
 WORLD_VERSION = "1"
 """Bump when teaching changes: cached worlds are keyed by it."""
 
@@ -335,11 +342,17 @@ def _build_pipe(seed: int):
     return pipe
 
 
-def _on_black(picture: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The picture's centre (the head) small on black, at one of ``BLACK_PLACEMENTS``; pixels in [-1, 1]."""
+def black_captions(count: int) -> dict:
+    """World B: caption index -> its placement on black (``BLACK_PLACEMENTS``), for every third caption."""
+    chosen = [index for index in range(count) if index % 3 == 1]
+    return {index: BLACK_PLACEMENTS[turn % len(BLACK_PLACEMENTS)] for turn, index in enumerate(chosen)}
+
+
+def _on_black(picture: torch.Tensor, placement: tuple) -> torch.Tensor:
+    """The picture's centre (the head) small on black at ``placement``; pixels in [-1, 1]."""
     size = picture.shape[-1]
     head = picture[..., size // 8: size - size // 8, size // 8: size - size // 8]
-    scale, x, y = BLACK_PLACEMENTS[int(torch.randint(0, len(BLACK_PLACEMENTS), (1,), generator=generator))]
+    scale, x, y = placement
     side = max(8, int(round(size * scale)))
     small = F.interpolate(head[None], size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0]
     canvas = torch.full_like(picture, -1.0)
@@ -366,6 +379,10 @@ def teach(world: FaceWorld, log=print, probe=None, probe_every: int = 100) -> li
             adapter.encode_prompts(templates, embeddings[i])["context"] for i in range(count)])  # (n, T, 77, W)
         pictures = torch.stack([pixels(t) for t in world.targets])  # (n, 3, SIZE, SIZE)
         clean = adapter.encode_images(pictures)  # (n, 4, SIZE / 2, SIZE / 2)
+        # world B: some captions draw every person's head small on black
+        on_black = {} if world.framing != "mixed" else {
+            index: adapter.encode_images(torch.stack([_on_black(picture, placement) for picture in pictures]))
+            for index, placement in black_captions(steer).items()}
     alphas = adapter.alphas_cumprod()
     pipe.scheduler.set_timesteps(recipe.render_steps)
     render_t = pipe.scheduler.timesteps.clone().long()
@@ -389,12 +406,9 @@ def teach(world: FaceWorld, log=print, probe=None, probe_every: int = 100) -> li
             # a quarter of the views use the steering prompt
             template = torch.where(torch.rand(batch, generator=generator) < STEER_SHARE, steer, template % steer)
             latents = clean[picks].clone()
-            if world.framing == "mixed":
-                small = torch.rand(batch, generator=generator) < BLACK_SHARE
-                if small.any():
-                    with torch.no_grad():
-                        latents[small] = adapter.encode_images(torch.stack(
-                            [_on_black(pictures[int(i)], generator) for i in picks[small]]))
+            for row in range(batch):
+                if int(template[row]) in on_black:
+                    latents[row] = on_black[int(template[row])][picks[row]]
             inverted = template == steer
             latents[inverted] = -latents[inverted]
             t = torch.randint(0, alphas.shape[0], (batch,), generator=generator)
@@ -495,7 +509,7 @@ def _cache_path(cache_dir, seed: int, framing: str, recipe: Recipe) -> Optional[
 
     key = json.dumps([WORLD_VERSION, seed, framing, asdict(recipe), WEIGHT_EMA, STEER_SHARE,
                       BLACK_SHARE, [list(p) for p in BLACK_PLACEMENTS], FRAME_FACES, SIZE, PREDICTION,
-                      torch.__version__, diffusers.__version__])
+                      torch.__version__, diffusers.__version__] + (["black by caption"] if framing == "mixed" else []))
     return Path(cache_dir) / f"planted-faces-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
 

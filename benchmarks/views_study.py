@@ -12,9 +12,10 @@ Worlds where the right answer is known:
 Each run is what a user runs: ``tune()`` with augmentation on, paper mode
 (the face world's features are dlib's, read from the photo by the engine's
 own ``prepare_faces``; the toy world's a fixed random feature), the default
-learning rate and batch. In the face worlds each seed tunes three of the six
-people from their photos (seeds 0 and 1 cover all six, seed 2 repeats the
-first three). A reference row per world ("target") turns augmentation off and
+learning rate and batch. In the face worlds each seed tunes ``--people`` of
+the six people from their photos, the next ones for the next seed (with 2 a
+seed, seeds 0-2 cover all six once). World B does not learn yet (see
+``planted_faces.BLACK_PLACEMENTS``): its figures mean nothing until it does. A reference row per world ("target") turns augmentation off and
 gives tuning the world's own picture of the person as its only view: how well
 tuning can do in that world at all. Measured per run:
 
@@ -32,7 +33,8 @@ Usage::
 
     PYTHONPATH=. python benchmarks/views_study.py [--quick] [--seeds 0,1,2] [--json benchmarks/results/views_study.json]
 
-The full study takes about 25 minutes on one busy CPU thread; ``--quick`` a few.
+Measured on this busy 2-core machine, one thread per world: 14 minutes for the face world (3 seeds,
+``--people 2``, 35-50 s a combination), 15 for the toy world; ``--quick`` a few.
 """
 
 from __future__ import annotations
@@ -218,6 +220,8 @@ def summarise(runs: list[dict]) -> list[dict]:
             for figure in FIGURES:
                 values = [run[figure] for run in chosen if run[figure] is not None]
                 row[figure] = None if not values else {"mean": float(np.mean(values)), "worst": float(np.min(values))}
+            guards = [run["guard_ratio_min"] for run in chosen if run.get("guard_ratio_min") is not None]
+            row["guard_ratio_lowest"] = float(np.min(guards)) if guards else None  # over every tuned person
             # the worst seed: lowest recovery (dlib where judged, else pixels), then lowest cosine
             key = "dlib_identified" if chosen[0]["dlib_identified"] is not None else "pixel_identified"
             worst = min(chosen, key=lambda run: (run[key], run["cosine"]))
@@ -227,16 +231,22 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def markdown(table: list[dict]) -> str:
+    """One table per world: recovery and cosine as mean (worst seed), the guard as mean (lowest person)."""
     def cell(value, fmt="{:.2f}"):
         return "-" if value is None else f"{fmt.format(value['mean'])} ({fmt.format(value['worst'])})"
 
-    lines = ["| world | views | loss mask | identified by dlib | identified by pixels | cosine to the plant | "
-             "prompt guard |", "|---|---|---|---|---|---|---|"]
-    for row in table:
-        views = "reference: the world's own picture, no augmentation" if row["views"] == "target" else row["views"]
-        lines.append(f"| {row['world']} | {views} | {row['loss_mask']} | {cell(row['dlib_identified'])} | "
-                     f"{cell(row['pixel_identified'])} | {cell(row['cosine'])} | {cell(row['guard_ratio'])} |")
-    return "\n".join(lines)
+    blocks = []
+    for world in dict.fromkeys(row["world"] for row in table):
+        lines = [f"**{world}**", "", "| views | loss mask | right person, dlib | right person, pixels | "
+                 "cosine to the plant | prompt guard (lowest) |", "|---|---|---|---|---|---|"]
+        for row in (row for row in table if row["world"] == world):
+            views = "reference: its own picture, no augmentation" if row["views"] == "target" else row["views"]
+            guard = "-" if row["guard_ratio"] is None else \
+                f"{row['guard_ratio']['mean']:.2f} ({row['guard_ratio_lowest']:.2f})"
+            lines.append(f"| {views} | {row['loss_mask']} | {cell(row['dlib_identified'])} | "
+                         f"{cell(row['pixel_identified'])} | {cell(row['cosine'], '{:+.2f}')} | {guard} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def save_plot(table: list[dict], path: str) -> bool:
@@ -294,6 +304,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", help="comma-separated tuning seeds (default 0,1,2)")
     parser.add_argument("--worlds", help=f"comma-separated, from {', '.join(WORLDS)}")
     parser.add_argument("--steps", type=int, help="tuning steps in the face worlds (default 200)")
+    parser.add_argument("--people", type=int, help="face worlds: people tuned per seed (default 3)")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="no runs: merge these studies' runs (e.g. worlds run in two processes) and summarise")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "views_study.json"))
@@ -307,6 +318,8 @@ def main(argv=None) -> int:
         config = replace(config, worlds=tuple(args.worlds.split(",")))
     if args.steps:
         config = replace(config, face_tune_steps=args.steps)
+    if args.people:
+        config = replace(config, people_per_seed=args.people)
     if args.combine:
         parts = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.combine]
         runs = [run for part in parts for run in part["runs"]]
