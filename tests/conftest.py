@@ -116,15 +116,9 @@ def planted_face_world():
     pytest.importorskip("diffusers")
     pytest.importorskip("dlib")
     pytest.importorskip("insightface")  # its package ships the group photo the people come from
-    import importlib.util
+    from helpers import benchmark_module
 
-    name = "planted_faces"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "planted_faces.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
     # CELEBBASIS_PLANTED_FACES_CACHE (a folder) keeps the taught world between runs on one machine
     cache = os.environ.get("CELEBBASIS_PLANTED_FACES_CACHE") or None
-    return sys.modules[name].build_face_world(seed=0, framing="photo", quick=True, log=lambda *args: None,
-                                              cache_dir=cache)
+    world = benchmark_module("planted_faces", "planted_faces")
+    return world.build_face_world(seed=0, framing="photo", quick=True, log=lambda *args: None, cache_dir=cache)

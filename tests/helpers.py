@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +67,14 @@ def assert_bit_identical(before: dict, after: dict) -> None:
         other, other_grad = after[key]
         assert tensor.dtype == other.dtype and tensor.device == other.device and grad == other_grad, key
         assert torch.equal(tensor, other), key
+
+
+def benchmark_module(stem: str, name: str):
+    """``benchmarks/<stem>.py`` imported once under ``name`` (the benchmarks folder is not a package)."""
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{stem}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]

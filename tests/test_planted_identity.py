@@ -13,26 +13,18 @@ per seed on one CPU thread.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import benchmark_module
+
 SEEDS = tuple(int(seed) for seed in os.environ.get("PLANTED_IDENTITY_SEEDS", "0,1,2").split(","))
 
 
 def _benchmark_module():
-    name = "planted_identity_benchmark"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "planted_identity.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return benchmark_module("planted_identity", "planted_identity_benchmark")
 
 
 @pytest.fixture(scope="module")
