@@ -7,6 +7,7 @@ Playwright or gradio is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -32,6 +33,26 @@ except Exception as error:  # noqa: BLE001
     pytest.skip(f"gradio is not usable here ({type(error).__name__}: {error})", allow_module_level=True)
 
 
+@contextlib.contextmanager
+def chromium():
+    """Headless Chromium for one test, closed after it even when the test fails."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def page_errors(page) -> list:
+    """The page's uncaught script errors, collected from now on."""
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,86 +73,79 @@ def server(tmp_path_factory):
 
 
 def test_upload_train_see_token_and_file(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     assert server.url.startswith("http://127.0.0.1:")
     photo = tmp_path / "photo.png"
     noise_photo(size=96).save(photo)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(server.url, wait_until="domcontentloaded")
-            page.wait_for_selector("#celebbasis_train", timeout=60_000)
+    with chromium() as browser:
+        page = browser.new_page()
+        errors = page_errors(page)
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.wait_for_selector("#celebbasis_train", timeout=60_000)
 
-            page.set_input_files("#celebbasis_photos input[type=file]", str(photo))
-            name = page.locator("#celebbasis_name textarea, #celebbasis_name input").first
-            name.fill("a/b")
-            page.wait_for_function(
-                "() => document.querySelector('#celebbasis_name_hint').innerText.includes('separator')",
-                timeout=30_000)
-            assert name.get_attribute("aria-invalid") == "true"  # the script's instant hint
-            name.fill("zed_browser")
-            page.wait_for_function(
-                "() => document.querySelector('#celebbasis_name_hint').innerText.includes('is free')",
-                timeout=30_000)
-            assert name.get_attribute("aria-invalid") is None
-            page.wait_for_function(
-                "() => document.querySelector('#celebbasis_face_note').innerText.includes('centre')",
-                timeout=30_000)
+        page.set_input_files("#celebbasis_photos input[type=file]", str(photo))
+        name = page.locator("#celebbasis_name textarea, #celebbasis_name input").first
+        name.fill("a/b")
+        page.wait_for_function(
+            "() => document.querySelector('#celebbasis_name_hint').innerText.includes('separator')",
+            timeout=30_000)
+        assert name.get_attribute("aria-invalid") == "true"  # the script's instant hint
+        name.fill("zed_browser")
+        page.wait_for_function(
+            "() => document.querySelector('#celebbasis_name_hint').innerText.includes('is free')",
+            timeout=30_000)
+        assert name.get_attribute("aria-invalid") is None
+        page.wait_for_function(
+            "() => document.querySelector('#celebbasis_face_note').innerText.includes('centre')",
+            timeout=30_000)
 
-            page.click("#celebbasis_advanced")
-            steps = page.locator("#celebbasis_steps input[type=number]")
-            steps.fill("2")
-            steps.press("Enter")
-            page.click("#celebbasis_train")
-            page.wait_for_function(
-                "() => { const e = document.querySelector('#celebbasis_file textarea, #celebbasis_file input');"
-                " return e && e.value.endsWith('.safetensors'); }", timeout=120_000)
-            token = page.input_value("#celebbasis_token textarea, #celebbasis_token input")
-            file = page.input_value("#celebbasis_file textarea, #celebbasis_file input")
-            assert token == "zed_browser"
-            assert Path(file) == server.service.out_dir / "zed_browser.safetensors" and Path(file).is_file()
-            assert "zed_browser" in page.inner_text("#celebbasis_status")
-            page.wait_for_function(
-                "() => document.querySelector('#celebbasis_identities').innerText.includes('zed_browser')",
-                timeout=30_000)
-            assert page.evaluate("typeof window.celebbasis_train") == "function"  # the script was injected
-            assert "#celebbasis_train" in page.evaluate(
-                "Array.from(document.querySelectorAll('style')).map(s => s.textContent).join(' ')")  # our CSS too
-            # No txt2img here: "Use in prompt" fills the page's own prompt box, Render draws with the token.
-            assert page.inner_text("#celebbasis_send").strip() == "Use in prompt"
-            page.click("#celebbasis_send")
-            page.wait_for_function(
-                "() => document.querySelector('#celebbasis_render_prompt textarea').value === 'a photo of zed_browser'",
-                timeout=30_000)
-            page.click("#celebbasis_render_button")
-            page.wait_for_function(
-                "() => document.querySelector('#celebbasis_render_note').innerText.includes('Rendered with zed_browser')",
-                timeout=120_000)
-            assert page.locator("#celebbasis_render_image img").count() == 1
-            # A page opened afterwards lists it too (the table is filled at page load, not at UI build).
-            fresh = browser.new_page()
-            fresh.goto(server.url, wait_until="domcontentloaded")
-            fresh.wait_for_function(
-                "() => { const t = document.querySelector('#celebbasis_identities');"
-                " return t && t.innerText.includes('zed_browser'); }", timeout=60_000)
-            # ... and a click on its row fills Token and File, empty after the reload
-            assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == ""
-            fresh.locator("#celebbasis_identities").scroll_into_view_if_needed()  # its rows render when seen
-            fresh.locator("#celebbasis_identities td").filter(has_text="zed_browser").last.click()
-            fresh.wait_for_function(
-                "() => { const e = document.querySelector('#celebbasis_file textarea, #celebbasis_file input');"
-                " return e && e.value.endsWith('zed_browser.safetensors'); }", timeout=30_000)
-            assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == "zed_browser"
-            # on this CPU the note next to Train says so, with the time measured on the run above
-            note = fresh.inner_text("#celebbasis_train_note")
-            assert "runs on the CPU" in note and "Expected time" in note, note
-            assert not errors, errors
-        finally:
-            browser.close()
+        page.click("#celebbasis_advanced")
+        steps = page.locator("#celebbasis_steps input[type=number]")
+        steps.fill("2")
+        steps.press("Enter")
+        page.click("#celebbasis_train")
+        page.wait_for_function(
+            "() => { const e = document.querySelector('#celebbasis_file textarea, #celebbasis_file input');"
+            " return e && e.value.endsWith('.safetensors'); }", timeout=120_000)
+        token = page.input_value("#celebbasis_token textarea, #celebbasis_token input")
+        file = page.input_value("#celebbasis_file textarea, #celebbasis_file input")
+        assert token == "zed_browser"
+        assert Path(file) == server.service.out_dir / "zed_browser.safetensors" and Path(file).is_file()
+        assert "zed_browser" in page.inner_text("#celebbasis_status")
+        page.wait_for_function(
+            "() => document.querySelector('#celebbasis_identities').innerText.includes('zed_browser')",
+            timeout=30_000)
+        assert page.evaluate("typeof window.celebbasis_train") == "function"  # the script was injected
+        assert "#celebbasis_train" in page.evaluate(
+            "Array.from(document.querySelectorAll('style')).map(s => s.textContent).join(' ')")  # our CSS too
+        # No txt2img here: "Use in prompt" fills the page's own prompt box, Render draws with the token.
+        assert page.inner_text("#celebbasis_send").strip() == "Use in prompt"
+        page.click("#celebbasis_send")
+        page.wait_for_function(
+            "() => document.querySelector('#celebbasis_render_prompt textarea').value === 'a photo of zed_browser'",
+            timeout=30_000)
+        page.click("#celebbasis_render_button")
+        page.wait_for_function(
+            "() => document.querySelector('#celebbasis_render_note').innerText.includes('Rendered with zed_browser')",
+            timeout=120_000)
+        assert page.locator("#celebbasis_render_image img").count() == 1
+        # A page opened afterwards lists it too (the table is filled at page load, not at UI build).
+        fresh = browser.new_page()
+        fresh.goto(server.url, wait_until="domcontentloaded")
+        fresh.wait_for_function(
+            "() => { const t = document.querySelector('#celebbasis_identities');"
+            " return t && t.innerText.includes('zed_browser'); }", timeout=60_000)
+        # ... and a click on its row fills Token and File, empty after the reload
+        assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == ""
+        fresh.locator("#celebbasis_identities").scroll_into_view_if_needed()  # its rows render when seen
+        fresh.locator("#celebbasis_identities td").filter(has_text="zed_browser").last.click()
+        fresh.wait_for_function(
+            "() => { const e = document.querySelector('#celebbasis_file textarea, #celebbasis_file input');"
+            " return e && e.value.endsWith('zed_browser.safetensors'); }", timeout=30_000)
+        assert fresh.input_value("#celebbasis_token textarea, #celebbasis_token input") == "zed_browser"
+        # on this CPU the note next to Train says so, with the time measured on the run above
+        note = fresh.inner_text("#celebbasis_train_note")
+        assert "runs on the CPU" in note and "Expected time" in note, note
+        assert not errors, errors
 
 
 # The host's requestProgress, as each host's page defines it (only what our script relies on).
@@ -147,57 +161,45 @@ SDNEXT_REQUEST_PROGRESS = """(id, box, gallery, atEnd, onProgress) => {  // draw
 def test_progress_under_train_with_the_hosts_progress_requests(server, host, request_progress, line_expected):
     """Found in the real SD.Next: its requestProgress only marks the Generate buttons, so the tab showed no
     progress; the host's answers become our line there, and A1111's own bar is not doubled."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(server.url, wait_until="domcontentloaded")
-            page.wait_for_selector("#celebbasis_train", timeout=60_000)
-            page.evaluate(f"() => {{ window.__runs = []; window.requestProgress = {request_progress}; }}")
-            args = page.evaluate("() => window.celebbasis_train('', 'photo')")
-            assert args[0].startswith("task(") and args[1] == "photo"
-            line = page.locator(".celebbasis-progress-line")
-            page.evaluate("() => window.__runs[0].onProgress({textinfo: 'Waiting...', active: false, eta: 4842})")
-            if line_expected:  # queued: SD.Next's eta is still the previous job's
-                assert line.inner_text() == "Waiting..."
-            page.evaluate("() => window.__runs[0].onProgress("
-                          "{textinfo: 'CelebBasis: step 5/300, loss 0.1234', active: true, progress: 0.02, eta: 75})")
-            if line_expected:
-                assert line.inner_text() == "CelebBasis: step 5/300, loss 0.1234 · about 1:15 left"
-                page.evaluate("() => window.__runs[0].atEnd()")
-                assert line.inner_text() == ""
-            else:
-                assert line.count() == 0 and page.locator(".progressDiv").count() == 1
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.wait_for_selector("#celebbasis_train", timeout=60_000)
+        page.evaluate(f"() => {{ window.__runs = []; window.requestProgress = {request_progress}; }}")
+        args = page.evaluate("() => window.celebbasis_train('', 'photo')")
+        assert args[0].startswith("task(") and args[1] == "photo"
+        line = page.locator(".celebbasis-progress-line")
+        page.evaluate("() => window.__runs[0].onProgress({textinfo: 'Waiting...', active: false, eta: 4842})")
+        if line_expected:  # queued: SD.Next's eta is still the previous job's
+            assert line.inner_text() == "Waiting..."
+        page.evaluate("() => window.__runs[0].onProgress("
+                      "{textinfo: 'CelebBasis: step 5/300, loss 0.1234', active: true, progress: 0.02, eta: 75})")
+        if line_expected:
+            assert line.inner_text() == "CelebBasis: step 5/300, loss 0.1234 · about 1:15 left"
+            page.evaluate("() => window.__runs[0].atEnd()")
+            assert line.inner_text() == ""
+        else:
+            assert line.count() == 0 and page.locator(".progressDiv").count() == 1
 
 
 @needs_dlib
 def test_face_captions_are_whole(server, astronaut_path):
     """The gallery caption names the face for a person ("face 1 (largest)") and is not cut off."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.goto(server.url, wait_until="domcontentloaded")
-            page.wait_for_selector("#celebbasis_train", timeout=60_000)
-            page.click("#celebbasis_advanced")
-            page.click("#celebbasis_face_encoder input")
-            page.get_by_role("option", name="dlib", exact=True).click()
-            page.set_input_files("#celebbasis_photos input[type=file]", str(astronaut_path))
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('#celebbasis_faces .caption-label')]"
-                ".some(e => e.innerText.trim() === 'face 1 (largest)')", timeout=60_000)
-            caption = page.locator("#celebbasis_faces .caption-label").first
-            box = caption.evaluate("e => [e.scrollWidth, e.clientWidth, e.getBoundingClientRect().right,"
-                                   " e.parentElement.getBoundingClientRect().right]")
-            assert box[0] <= box[1] + 1 and box[2] <= box[3] + 1, box  # no ellipsis, inside its thumbnail
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.wait_for_selector("#celebbasis_train", timeout=60_000)
+        page.click("#celebbasis_advanced")
+        page.click("#celebbasis_face_encoder input")
+        page.get_by_role("option", name="dlib", exact=True).click()
+        page.set_input_files("#celebbasis_photos input[type=file]", str(astronaut_path))
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#celebbasis_faces .caption-label')]"
+            ".some(e => e.innerText.trim() === 'face 1 (largest)')", timeout=60_000)
+        caption = page.locator("#celebbasis_faces .caption-label").first
+        box = caption.evaluate("e => [e.scrollWidth, e.clientWidth, e.getBoundingClientRect().right,"
+                               " e.parentElement.getBoundingClientRect().right]")
+        assert box[0] <= box[1] + 1 and box[2] <= box[3] + 1, box  # no ellipsis, inside its thumbnail
 
 
 @needs_dlib
@@ -208,7 +210,6 @@ def test_eval_report_shows_the_grid_and_the_plot(tmp_path, astronaut_path):
     so that faces are found and the plot has points; the scores themselves are measured as in any run.
     """
     from PIL import ImageOps
-    from playwright.sync_api import sync_playwright
 
     from celebbasis_ext.evaluate.clip_score import load_prompt_scorer
     from celebbasis_ext.evaluate.prompts import Prompt
@@ -234,27 +235,22 @@ def test_eval_report_shows_the_grid_and_the_plot(tmp_path, astronaut_path):
     outcome = run_eval(plan)
     assert len(outcome.records) == 16 and all(r["faces"] == 1 for r in outcome.records)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(outcome.files["html"].as_uri(), wait_until="load")
-            assert "overall" in page.inner_text("#summary") and "preset=Best" in page.inner_text("#summary")
-            plot = page.locator("#scatter img")
-            plot.scroll_into_view_if_needed()
-            page.wait_for_function("() => document.querySelector('#scatter img').naturalWidth > 300", timeout=30_000)
-            assert page.locator("section.prompt").count() == 2
-            images = page.locator("section.prompt img")
-            assert images.count() == 16
-            for index in range(16):
-                images.nth(index).scroll_into_view_if_needed()
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('section.prompt img')].every(i => i.complete && i.naturalWidth)",
-                timeout=30_000)
-            captions = page.locator("section.prompt figcaption").all_inner_texts()
-            assert len(captions) == 16 and all(c.startswith("id 0.") and " · text " in c for c in captions)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        errors = page_errors(page)
+        page.goto(outcome.files["html"].as_uri(), wait_until="load")
+        assert "overall" in page.inner_text("#summary") and "preset=Best" in page.inner_text("#summary")
+        plot = page.locator("#scatter img")
+        plot.scroll_into_view_if_needed()
+        page.wait_for_function("() => document.querySelector('#scatter img').naturalWidth > 300", timeout=30_000)
+        assert page.locator("section.prompt").count() == 2
+        images = page.locator("section.prompt img")
+        assert images.count() == 16
+        for index in range(16):
+            images.nth(index).scroll_into_view_if_needed()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('section.prompt img')].every(i => i.complete && i.naturalWidth)",
+            timeout=30_000)
+        captions = page.locator("section.prompt figcaption").all_inner_texts()
+        assert len(captions) == 16 and all(c.startswith("id 0.") and " · text " in c for c in captions)
+        assert not errors, errors
