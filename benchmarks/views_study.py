@@ -233,20 +233,22 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def markdown(table: list[dict]) -> str:
-    """One table per world: recovery and cosine as mean (worst seed), the guard as mean (lowest person)."""
+    """One table per world: recovery and cosine as mean (worst seed), the guard as mean (lowest person),
+    and which seed was the worst (lowest recovery, then lowest cosine)."""
     def cell(value, fmt="{:.2f}"):
         return "-" if value is None else f"{fmt.format(value['mean'])} ({fmt.format(value['worst'])})"
 
     blocks = []
     for world in dict.fromkeys(row["world"] for row in table):
         lines = [f"**{world}**", "", "| views | loss mask | right person, dlib | right person, pixels | "
-                 "cosine to the plant | prompt guard (lowest) |", "|---|---|---|---|---|---|"]
+                 "cosine to the plant | prompt guard (lowest) | worst seed |", "|---|---|---|---|---|---|---|"]
         for row in (row for row in table if row["world"] == world):
             views = "reference: its own picture, no augmentation" if row["views"] == "target" else row["views"]
             guard = "-" if row["guard_ratio"] is None else \
                 f"{row['guard_ratio']['mean']:.2f} ({row['guard_ratio_lowest']:.2f})"
             lines.append(f"| {views} | {row['loss_mask']} | {cell(row['dlib_identified'])} | "
-                         f"{cell(row['pixel_identified'])} | {cell(row['cosine'], '{:+.2f}')} | {guard} |")
+                         f"{cell(row['pixel_identified'])} | {cell(row['cosine'], '{:+.2f}')} | {guard} | "
+                         f"{row['worst_seed']} |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -50,6 +50,7 @@ def test_summary_gives_mean_worst_and_the_worst_seed():
     assert text.startswith("**faces-mixed**")
     photo_line = next(line for line in text.splitlines() if line.startswith("| photo |"))
     assert "0.67 (0.50)" in photo_line and "+0.20 (+0.10)" in photo_line and "0.90 (0.70)" in photo_line
+    assert photo_line.endswith("| 1 |")  # the worst seed, named
 
 
 def test_on_black_puts_the_head_small_on_a_black_canvas():
