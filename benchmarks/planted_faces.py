@@ -24,15 +24,18 @@ users get (it tunes with ``augment=False``). This world renders faces:
    the inverted picture, so that a learned token can be checked for still
    following its prompt. Renders are DDIM with 4 trailing steps.
 4. Two framings. ``"photo"`` (world A): each person only in the photo's own
-   framing, never on black. ``"mixed"`` (world B): a third of the captions
-   (10 of 29) draw the person's head small (40-55% of the canvas) on black,
-   at one of three places, as the authors' training views show it (theirs at
-   any place); the rest, "a photo of {}" among them, the photo's framing.
+   framing, never on black. ``"mixed"`` (world B): world A taught further so
+   that 35% of its views show the person's head small (40-55% of the canvas)
+   on black, at one of three places, as the authors' training views show it
+   (theirs at any place). Those views carry the engine's two "small" captions
+   ("a photo of a small {}", "a photo of the small {}"); every other caption,
+   "a photo of {}" among them, keeps the photo's framing.
 
 How a world is taught is its ``Recipe``: ``FULL`` (the study: six people,
-every caption the engine tunes with) or ``QUICK`` (the tests' session
-fixture, built on every fresh CI machine: fewer people, one caption, and
-teaching only at the timesteps renders use).
+every caption the engine tunes with), ``FULL_MIXED`` (world B's further
+teaching) or ``QUICK`` (the tests' session fixture, built on every fresh CI
+machine: fewer people, one caption, and teaching only at the timesteps
+renders use).
 
 Renders are judged by dlib's face recogniser (the project's own encoder) and
 by pixel distance. See ``benchmarks/views_study.py`` for what is measured on
@@ -108,10 +111,16 @@ class Recipe:
     """Share of teaching views at the timesteps renders use: they decide what a render looks like. The
     rest are uniform over all timesteps, as tuning draws them."""
     decay_share: float = 0.3  # the learning rate is held, then decays (cosine) over this share of the steps
+    black_share: float = 0.0
+    """Share of views (besides the steering prompt's) that show the head small on black, with a
+    "small" caption: 0 for world A, BLACK_SHARE for world B."""
+    after: Optional["Recipe"] = None
+    """The world A recipe whose taught UNet (same seed and people) this one starts from; None: from
+    scratch."""
 
 
 FULL = Recipe()
-"""The study's worlds: six people in every caption the engine tunes with, 2000 steps."""
+"""World A, the study's: six people in every caption the engine tunes with, 2000 steps."""
 
 QUICK = Recipe(people=(0, 3, 5), templates=("a photo of {}",), steps=800, batch=12, render_share=1.0,
                decay_share=0.6)
@@ -126,16 +135,31 @@ dlib found no face in some runs, and the first three people at 800 steps gave 6 
 WEIGHT_EMA = 0.99
 STEER_SHARE = 0.25
 BLACK_SHARE = 0.35
-"""World B draws the head small on black for about this share of the captions (every third one from
-the second: 10 of the 29), the person's own framing for the rest ("a photo of {}" among them)."""
+SMALL_WORD = " small "
+"""World B's views on black carry the captions with this word ("a photo of a small {}")."""
+SMALL_PROMPT = "a photo of a small {}"
+"""World B draws the head small on black for this prompt."""
 BLACK_PLACEMENTS = ((0.55, 0.5, 0.5), (0.4, 0.5, 0.55), (0.4, 0.3, 0.3))
-"""World B's heads on black: (share of the side, centre x, centre y), one per caption in turn.
+"""World B's heads on black: (share of the side, centre x, centre y), one drawn at random per view."""
 
-NOT YET WORKING: world B does not learn. After 2000 steps its loss stays at 0.08 (world A: 0.007)
-and dlib finds no face in any render of a planted code, for any caption (the steering one too),
-both when each view drew the photo or a head on black at random (35% of views) and now, with the
-framing tied to the caption. The views study leaves it out until it is fixed; a place to look is
-the black canvas, -2 in the codec's mean band, twice any photo's extreme."""
+FULL_MIXED = Recipe(steps=1000, black_share=BLACK_SHARE, after=FULL)
+"""World B: world A (``FULL``, same seed) taught 1000 steps more with 35% of its views on black.
+
+Measured on it (seed 0, 248 s on one thread): for "a photo of {}" dlib finds a face in 18 of 18
+renders and names all six people right; "a photo of a small {}" draws a head on black, at a place
+that changes with the seed, blurred and much alike from person to person (a 64 px world's heads
+that small carry little of who they are); the steering prompt still inverts.
+
+Taught from scratch, 2000 steps, world B never drew a face dlib finds; its renders were blurred
+faces, always in the photo's framing. Tried: the head on black for every third caption (10 of 29,
+each 2.6% of the views: the tiny CLIP's contexts differ by 14% of their spread from caption to
+caption, and the UNet never told those captions apart); on black for 35% of all views whatever
+the caption; the codec's gain halved (renders speckled; at a 3e-3 learning rate it diverged).
+From world A's sharp faces, with two captions of its own for the views on black, it learns the
+second framing and keeps the first; at a 1e-3 learning rate it learned it only in part."""
+QUICK_MIXED = Recipe(people=QUICK.people, templates=("a photo of {}", SMALL_PROMPT), steps=300,
+                     render_share=1.0, decay_share=0.6, black_share=BLACK_SHARE, after=QUICK)
+"""World B for smoke runs (``views_study.py --quick``): QUICK's world taught further."""
 WORLD_VERSION = "1"
 """Bump when teaching changes: cached worlds are keyed by it."""
 
@@ -342,10 +366,9 @@ def _build_pipe(seed: int):
     return pipe
 
 
-def black_captions(count: int) -> dict:
-    """World B: caption index -> its placement on black (``BLACK_PLACEMENTS``), for every third caption."""
-    chosen = [index for index in range(count) if index % 3 == 1]
-    return {index: BLACK_PLACEMENTS[turn % len(BLACK_PLACEMENTS)] for turn, index in enumerate(chosen)}
+def small_captions(templates: Sequence[str]) -> list:
+    """World B: the indices of the captions its heads on black are taught with."""
+    return [index for index, text in enumerate(templates) if SMALL_WORD in text]
 
 
 def _on_black(picture: torch.Tensor, placement: tuple) -> torch.Tensor:
@@ -379,10 +402,14 @@ def teach(world: FaceWorld, log=print, probe=None, probe_every: int = 100) -> li
             adapter.encode_prompts(templates, embeddings[i])["context"] for i in range(count)])  # (n, T, 77, W)
         pictures = torch.stack([pixels(t) for t in world.targets])  # (n, 3, SIZE, SIZE)
         clean = adapter.encode_images(pictures)  # (n, 4, SIZE / 2, SIZE / 2)
-        # world B: some captions draw every person's head small on black
-        on_black = {} if world.framing != "mixed" else {
-            index: adapter.encode_images(torch.stack([_on_black(picture, placement) for picture in pictures]))
-            for index, placement in black_captions(steer).items()}
+        # world B: every person's head small on black, at each placement: (placements, n, 4, h, w)
+        on_black = torch.stack([
+            adapter.encode_images(torch.stack([_on_black(picture, placement) for picture in pictures]))
+            for placement in BLACK_PLACEMENTS]) if recipe.black_share else None
+    small = torch.tensor(small_captions(templates[:steer]), dtype=torch.long)
+    large = torch.tensor([index for index in range(steer) if index not in small.tolist()], dtype=torch.long)
+    if on_black is not None and not len(small):
+        raise ValueError("a world with heads on black needs a caption with the word 'small' among its templates")
     alphas = adapter.alphas_cumprod()
     pipe.scheduler.set_timesteps(recipe.render_steps)
     render_t = pipe.scheduler.timesteps.clone().long()
@@ -406,9 +433,16 @@ def teach(world: FaceWorld, log=print, probe=None, probe_every: int = 100) -> li
             # a quarter of the views use the steering prompt
             template = torch.where(torch.rand(batch, generator=generator) < STEER_SHARE, steer, template % steer)
             latents = clean[picks].clone()
-            for row in range(batch):
-                if int(template[row]) in on_black:
-                    latents[row] = on_black[int(template[row])][picks[row]]
+            if on_black is not None:
+                # world B: a share of the other views is the head on black, with a "small" caption;
+                # the rest keep the photo's framing and never carry one
+                black = (torch.rand(batch, generator=generator) < recipe.black_share) & (template != steer)
+                placement = torch.randint(0, len(BLACK_PLACEMENTS), (batch,), generator=generator)
+                template = torch.where(
+                    black, small[torch.randint(0, len(small), (batch,), generator=generator)],
+                    torch.where(template == steer, steer, large[torch.randint(0, len(large), (batch,),
+                                                                              generator=generator)]))
+                latents[black] = on_black[placement[black], picks[black]]
             inverted = template == steer
             latents[inverted] = -latents[inverted]
             t = torch.randint(0, alphas.shape[0], (batch,), generator=generator)
@@ -452,13 +486,19 @@ def build_face_world(seed: int = 0, framing: str = "photo", quick: bool = False,
     """The world: photos, codec, tiny SD1, basis, the planted codes, and the UNet taught to draw them.
 
     ``recipe`` says how it is taught (default ``QUICK`` when ``quick``, else
-    ``FULL``). A taught UNet is kept in ``cache_dir`` (default: none) under a
-    key of everything that decides it, so a second build only loads it.
+    ``FULL``; for world B ``QUICK_MIXED`` or ``FULL_MIXED``, taught further from
+    world A's ``QUICK`` or ``FULL`` of the same seed, built or loaded first). A
+    taught UNet is kept in ``cache_dir`` (default: none) under a key of
+    everything that decides it, so a second build only loads it.
     """
     if framing not in FRAMINGS:
         raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
     started = time.perf_counter()
-    recipe = recipe or (QUICK if quick else FULL)
+    mixed = framing == "mixed"
+    recipe = recipe or ((QUICK_MIXED if mixed else QUICK) if quick else (FULL_MIXED if mixed else FULL))
+    if mixed != bool(recipe.black_share):
+        raise ValueError(f"framing {framing!r} needs a recipe with {'some' if mixed else 'no'} views on black "
+                         f"(black_share {'> 0' if mixed else '0'}), not {recipe.black_share}")
     everyone = source_photos()
     photos = [everyone[i] for i in recipe.people]
     pipe = _build_pipe(seed)
@@ -478,6 +518,10 @@ def build_face_world(seed: int = 0, framing: str = "photo", quick: bool = False,
         pipe.unet.load_state_dict(load_file(str(cached)))
         log(f"planted faces ({framing}, seed {seed}): taught UNet loaded from {cached}")
     else:
+        if recipe.after is not None:  # world B goes on from world A's taught UNet
+            start = build_face_world(seed, "photo", log=log, cache_dir=cache_dir,
+                                     recipe=replace(recipe.after, people=recipe.people))
+            pipe.unet.load_state_dict(start.pipe.unet.state_dict())
         world.teach_losses = teach(world, log=log, probe=probe)
         log(f"planted faces ({framing}, seed {seed}): UNet taught {recipe.steps} steps, loss "
             f"{np.mean(world.teach_losses[:20]):.4f} -> {np.mean(world.teach_losses[-20:]):.4f}, "
@@ -500,6 +544,15 @@ def default_cache_dir() -> Path:
     return Path(cache_dir()) / "planted_faces"
 
 
+def _recipe_key(recipe: Recipe) -> dict:
+    # world A's keys stay what they were before world B's fields existed: their caches stay valid
+    key = asdict(recipe)
+    for name in ("black_share", "after"):
+        if not key[name]:
+            key.pop(name)
+    return key
+
+
 def _cache_path(cache_dir, seed: int, framing: str, recipe: Recipe) -> Optional[Path]:
     if cache_dir is None:
         return None
@@ -507,9 +560,10 @@ def _cache_path(cache_dir, seed: int, framing: str, recipe: Recipe) -> Optional[
 
     import diffusers
 
-    key = json.dumps([WORLD_VERSION, seed, framing, asdict(recipe), WEIGHT_EMA, STEER_SHARE,
+    key = json.dumps([WORLD_VERSION, seed, framing, _recipe_key(recipe), WEIGHT_EMA, STEER_SHARE,
                       BLACK_SHARE, [list(p) for p in BLACK_PLACEMENTS], FRAME_FACES, SIZE, PREDICTION,
-                      torch.__version__, diffusers.__version__] + (["black by caption"] if framing == "mixed" else []))
+                      torch.__version__, diffusers.__version__]
+                     + ([SMALL_WORD] if recipe.black_share else []))
     return Path(cache_dir) / f"planted-faces-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
 
@@ -523,7 +577,8 @@ def main(argv=None) -> int:
     parser.add_argument("--save", help="folder for the photos, targets and renders (and the steering prompt's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    recipe = QUICK if args.quick else FULL
+    mixed = args.framing == "mixed"
+    recipe = (QUICK_MIXED if mixed else QUICK) if args.quick else (FULL_MIXED if mixed else FULL)
     world = build_face_world(args.seed, args.framing, log=print,
                              recipe=replace(recipe, steps=args.steps) if args.steps else recipe,
                              cache_dir=None if args.no_cache else default_cache_dir())
@@ -547,6 +602,8 @@ def main(argv=None) -> int:
             for seed, image in zip(seeds, renders):
                 image.save(folder / f"render_{person}_{seed}.png")
             world.render(world.codes[person], [0], STEER_PROMPT)[0].save(folder / f"steer_{person}.png")
+            if world.recipe.black_share:
+                world.render(world.codes[person], [0], SMALL_PROMPT)[0].save(folder / f"small_{person}.png")
     return 0
 
 

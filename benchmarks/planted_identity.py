@@ -443,7 +443,7 @@ def run_experiment(config: Config, log=print) -> dict:
         learning_rate = config.direct_lr if mode == "direct" else config.paper_lr
         options = TuneOptions(steps=config.tune_steps, learning_rate=learning_rate, batch_size=config.tune_batch,
                               seed=config.seed, mode=mode, augment=False, templates=list(config.templates),
-                              report_every=10, dtype="fp32")
+                              report_every=10, dtype="fp32", loss_mask="none")  # latent patterns: no face to weight
         mode_features = features if mode == "paper" else None
         result = tune(adapter, basis, images, mode_features, options)
         tune_seconds = time.perf_counter() - t0

@@ -4,8 +4,9 @@ Worlds where the right answer is known:
 
 - ``faces-photo`` (planted_faces.py, world A): a tiny SD1 taught to draw six
   planted codes as six real people, each only in the photo's own framing.
-- ``faces-mixed`` (world B): the same, but 35% of what it was taught shows the
-  head small on black, as the authors' training views do.
+- ``faces-mixed`` (world B): world A taught further so that 35% of its views
+  show the head small on black, as the authors' training views do (with the
+  engine's "small" captions; every other caption keeps the photo's framing).
 - ``toy`` (planted_identity.py): the latent-quadrant world, one identity
   planted per seed (its own set-up, now with the training views users get).
 
@@ -14,10 +15,10 @@ Each run is what a user runs: ``tune()`` with augmentation on, paper mode
 own ``prepare_faces``; the toy world's a fixed random feature), the default
 learning rate and batch. In the face worlds each seed tunes ``--people`` of
 the six people from their photos, the next ones for the next seed (with 2 a
-seed, seeds 0-2 cover all six once). World B does not learn yet (see
-``planted_faces.BLACK_PLACEMENTS``): its figures mean nothing until it does. A reference row per world ("target") turns augmentation off and
-gives tuning the world's own picture of the person as its only view: how well
-tuning can do in that world at all. Measured per run:
+seed, seeds 0-2 cover all six once). A reference row per world ("target")
+turns augmentation off and gives tuning the world's own picture of the person
+(in the photo's framing) as its only view: how well tuning can do in that
+world at all. Measured per run:
 
 - recovery, judged on renders of the learned token (DDIM, the same seeds for
   every code): by dlib (the person whose photo the renders' faces are most
@@ -33,8 +34,9 @@ Usage::
 
     PYTHONPATH=. python benchmarks/views_study.py [--quick] [--seeds 0,1,2] [--json benchmarks/results/views_study.json]
 
-Measured on this busy 2-core machine, one thread per world: 14 minutes for the face world (3 seeds,
-``--people 2``, 35-50 s a combination), 15 for the toy world; ``--quick`` a few.
+Measured on this busy 2-core machine, one thread per world: 14 minutes for a face world (3 seeds,
+``--people 2``, 35-50 s a combination; 20-25 at ``--steps 400``), 15 for the toy world; world B's
+first build 4 minutes more (it goes on from world A's cached UNet); ``--quick`` a few.
 """
 
 from __future__ import annotations
@@ -231,20 +233,22 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def markdown(table: list[dict]) -> str:
-    """One table per world: recovery and cosine as mean (worst seed), the guard as mean (lowest person)."""
+    """One table per world: recovery and cosine as mean (worst seed), the guard as mean (lowest person),
+    and which seed was the worst (lowest recovery, then lowest cosine)."""
     def cell(value, fmt="{:.2f}"):
         return "-" if value is None else f"{fmt.format(value['mean'])} ({fmt.format(value['worst'])})"
 
     blocks = []
     for world in dict.fromkeys(row["world"] for row in table):
         lines = [f"**{world}**", "", "| views | loss mask | right person, dlib | right person, pixels | "
-                 "cosine to the plant | prompt guard (lowest) |", "|---|---|---|---|---|---|"]
+                 "cosine to the plant | prompt guard (lowest) | worst seed |", "|---|---|---|---|---|---|---|"]
         for row in (row for row in table if row["world"] == world):
             views = "reference: its own picture, no augmentation" if row["views"] == "target" else row["views"]
             guard = "-" if row["guard_ratio"] is None else \
                 f"{row['guard_ratio']['mean']:.2f} ({row['guard_ratio_lowest']:.2f})"
             lines.append(f"| {views} | {row['loss_mask']} | {cell(row['dlib_identified'])} | "
-                         f"{cell(row['pixel_identified'])} | {cell(row['cosine'], '{:+.2f}')} | {guard} |")
+                         f"{cell(row['pixel_identified'])} | {cell(row['cosine'], '{:+.2f}')} | {guard} | "
+                         f"{row['worst_seed']} |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -325,7 +329,9 @@ def main(argv=None) -> int:
         runs = [run for part in parts for run in part["runs"]]
         report = {**parts[0], "summary": summarise(runs), "runs": runs,
                   "seconds": round(sum(part["seconds"] for part in parts), 1),
-                  "config": {**parts[0]["config"], "worlds": [w for part in parts for w in part["config"]["worlds"]]}}
+                  "config": {**parts[0]["config"],
+                             "worlds": list(dict.fromkeys(w for part in parts for w in part["config"]["worlds"])),
+                             "seeds": sorted({run["seed"] for run in runs})}}
     else:
         report = run_study(config)
     print()

@@ -48,7 +48,7 @@ def _add_view_options(parser):
                         help=f"training views: paper (face pasted on black, as the authors), photo (crops of the "
                              f"photo's own framing) or mixed (default {DEFAULT_VIEWS})")
     parser.add_argument("--loss-mask", default=None,
-                        help=f"face (weight the loss towards the face) or none (default {DEFAULT_LOSS_MASK}; "
+                        help=f"face (weight the loss towards the face) or none (default {DEFAULT_LOSS_MASK}, "
                              "none with --face-encoder none)")
 
 

@@ -7,7 +7,7 @@ costs nothing and changes nothing; the file is written last, atomically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -29,6 +29,15 @@ def default_loss_mask(face_encoder: str) -> str:
     from .tuning import DEFAULT_LOSS_MASK
 
     return "none" if face_encoder == "none" else DEFAULT_LOSS_MASK
+
+
+def resolve_loss_mask(options: TuneOptions, face_encoder: str) -> TuneOptions:
+    """``options`` with an "auto" loss mask made concrete for ``face_encoder`` (what the file records)."""
+    from .tuning import LOSS_MASK_AUTO
+
+    if options.loss_mask != LOSS_MASK_AUTO:
+        return options
+    return replace(options, loss_mask=default_loss_mask(face_encoder))
 
 
 @dataclass
@@ -176,10 +185,9 @@ def tune_identity(
                           request.face_index, request.models_dir, request.allow_download, encoder)
     if basis is None:
         basis = basis_for(adapter, request.names_file, request.k, request.basis_cache_dir)
-    features = faces.features if request.options.mode == "paper" else None
-    result = tune(adapter, basis, faces.photos or faces.head_crops, features, request.options, progress,
-                  should_cancel)
-    options = request.options
+    options = resolve_loss_mask(request.options, faces.encoder_name)
+    features = faces.features if options.mode == "paper" else None
+    result = tune(adapter, basis, faces.photos or faces.head_crops, features, options, progress, should_cancel)
     identity = Identity.from_embedding(
         request.name, adapter.family, result.embedding, adapter.encoder_widths, result.coefficients,
         base_model=adapter.model_name or None, base_fingerprint=basis.fingerprint,

@@ -130,9 +130,15 @@ def test_view_pool_weights_match_the_latents():
         pool = _ViewPool(adapter, [Subject([photo])], options, 64, 0, adapter.device)
         assert pool.latents.shape == (6, 4, 8, 8)
         assert pool.weights.shape == (6, 1, 8, 8) and pool.weights.max() == 1
-    plain = _ViewPool(adapter, [Subject([photo])], TuneOptions(steps=3, pool_size=6, mode="direct"), 64, 0,
-                      adapter.device)
+    plain = _ViewPool(adapter, [Subject([photo])], TuneOptions(steps=3, pool_size=6, mode="direct", loss_mask="none"),
+                      64, 0, adapter.device)
     assert plain.weights is None
+    # the default ("auto") weights the face, as "face" does
+    default = _ViewPool(adapter, [Subject([photo])], TuneOptions(steps=3, pool_size=6, mode="direct"), 64, 0,
+                        adapter.device)
+    face = _ViewPool(adapter, [Subject([photo])], TuneOptions(steps=3, pool_size=6, mode="direct", loss_mask="face"),
+                     64, 0, adapter.device)
+    assert TuneOptions().loss_mask == "auto" and torch.equal(default.weights, face.weights)
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -176,6 +182,11 @@ def test_tuning_runs_and_records_every_combination(tmp_path):
             assert (metadata["views"], metadata["loss_mask"]) == (views, mask)
             assert torch.isfinite(outcome.result.coefficients).all()
     assert json.loads(metadata["coefficients"])
+    # nothing asked: the measured default, photo views and the face mask (a face encoder found the face)
+    request = TuneRequest([photo], "astro_default", tmp_path, TuneOptions(steps=2, pool_size=2), face_encoder="dlib",
+                          names_file=str(small_names_file(tmp_path)), basis_cache_dir=str(tmp_path / "b"))
+    metadata = load_identity(tune_identity(adapter, request, encoder=encoder).path).metadata
+    assert (metadata["views"], metadata["loss_mask"]) == ("photo", "face")
 
 
 def test_face_mask_needs_a_face(tmp_path):

@@ -67,7 +67,7 @@ class TuneBody(_Model):
     mode: Optional[str] = None
     resolution: Optional[int] = None  # training canvas in pixels (default: the model's own); lower on small GPUs
     views: Optional[str] = None  # training views: paper, photo or mixed
-    loss_mask: Optional[str] = None  # face or none
+    loss_mask: Optional[str] = None  # face or none; auto (the default): face where a face encoder finds it
     face_encoder: Optional[str] = None
     face_index: Optional[int] = None
     overwrite: bool = False

@@ -40,6 +40,8 @@ FACE_CHOICE_AUTO = "auto (largest face)"
 NO_FACE_IN_PREVIEWS = "no face"
 ENCODER_CHOICE_DEFAULT = "default (Settings)"
 MODE_CHOICE_AUTO = "auto"
+LOSS_MASK_CHOICE_AUTO = "auto"
+"""The face where a face encoder finds it, else none (``pipeline.default_loss_mask``)."""
 
 
 def gradio_major() -> int:
@@ -397,7 +399,8 @@ def build_tab(service: CelebBasisService, queue_wrapper: Optional[Callable] = No
                     with gr.Row():
                         views = gr.Radio(list(VIEW_MODES), value=defaults.views, label="Training views",
                                          elem_id="celebbasis_views")
-                        loss_mask = gr.Radio(list(LOSS_MASKS), value=defaults.loss_mask, label="Loss mask",
+                        loss_mask = gr.Radio([LOSS_MASK_CHOICE_AUTO, *LOSS_MASKS], value=LOSS_MASK_CHOICE_AUTO,
+                                             label="Loss mask",
                                              elem_id="celebbasis_loss_mask")
                 overwrite = gr.Checkbox(value=False, label="Replace an existing file of that name",
                                         elem_id="celebbasis_overwrite")
