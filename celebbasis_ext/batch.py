@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from .errors import BadInput, CelebBasisError
 from .identity import Identity, output_path, save_identity, validate_name
-from .pipeline import prepare_faces
+from .pipeline import prepare_faces, resolve_loss_mask
 from .tuning import Subject, TuneOptions, tune_group
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -70,6 +70,7 @@ def tune_batch(adapter, basis, subjects: list[BatchSubject], out_dir, options: T
                allow_download: bool = False, log: Callable[[str], None] = print) -> BatchReport:
     """Tune every subject, ``group_size`` identities per batch; write NAME.safetensors for each."""
     report = BatchReport()
+    options = resolve_loss_mask(options, face_encoder)  # what the files record, and no face mask without a face
     ready: list[tuple[BatchSubject, Subject, str]] = []
     encoder = None
     if face_encoder != "none":

@@ -189,6 +189,25 @@ def test_tuning_runs_and_records_every_combination(tmp_path):
     assert (metadata["views"], metadata["loss_mask"]) == ("photo", "face")
 
 
+def test_batch_files_record_the_loss_mask_that_ran(tmp_path):
+    """The default ("auto") is made concrete per run: no face encoder, no face mask, and the file says so."""
+    from celebbasis_ext.basis import basis_for
+    from celebbasis_ext.batch import find_subjects, tune_batch
+    from celebbasis_ext.diffusers_adapter import DiffusersAdapter
+    from celebbasis_ext.identity import load_identity
+
+    from helpers import noise_photo
+
+    adapter = DiffusersAdapter(tiny_pipeline("tiny-sd1"), model_name="tiny-sd1")
+    basis = basis_for(adapter, names_file=str(small_names_file(tmp_path)), k=8, cache_dir=str(tmp_path / "b"))
+    (tmp_path / "people").mkdir()
+    noise_photo(1).save(tmp_path / "people" / "ann.png")
+    report = tune_batch(adapter, basis, find_subjects(tmp_path / "people"), tmp_path / "out",
+                        TuneOptions(steps=2, pool_size=2, mode="direct"), face_encoder="none", log=lambda *args: None)
+    assert [path.name for path in report.written] == ["ann.safetensors"]
+    assert load_identity(report.written[0]).metadata["loss_mask"] == "none"
+
+
 def test_face_mask_needs_a_face(tmp_path):
     from celebbasis_ext.pipeline import TuneRequest
 
