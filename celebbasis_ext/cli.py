@@ -183,12 +183,12 @@ def _progress_bar(total: int):
 
 
 def cmd_tune(args) -> int:
-    from .pipeline import TuneRequest, default_loss_mask, tune_identity
-    from .tuning import TuneOptions
+    from .pipeline import TuneRequest, tune_identity
+    from .tuning import LOSS_MASK_AUTO, TuneOptions
 
     options = TuneOptions(steps=args.steps, seed=args.seed, learning_rate=args.lr, mode=args.mode,
                           dtype=args.dtype, resolution=args.resolution, views=args.views,
-                          loss_mask=args.loss_mask or default_loss_mask(args.face_encoder))
+                          loss_mask=args.loss_mask or LOSS_MASK_AUTO)
     request = TuneRequest(photos=args.photos, name=args.name, out_dir=args.out, options=options,
                           face_encoder=args.face_encoder, face_index=args.face_index, overwrite=args.overwrite,
                           models_dir=args.models_dir, allow_download=args.allow_download, names_file=args.names,
@@ -258,12 +258,11 @@ def cmd_basis(args) -> int:
 def cmd_tune_batch(args) -> int:
     from .basis import basis_for
     from .batch import find_subjects, tune_batch
-    from .pipeline import default_loss_mask
-    from .tuning import TuneOptions
+    from .tuning import LOSS_MASK_AUTO, TuneOptions
 
     options = TuneOptions(steps=args.steps, seed=args.seed, mode=args.mode, dtype=args.dtype,
                           resolution=args.resolution, views=args.views,
-                          loss_mask=args.loss_mask or default_loss_mask(args.face_encoder)).validate()
+                          loss_mask=args.loss_mask or LOSS_MASK_AUTO).validate()
     if not 1 <= args.group <= 64:
         raise BadInput("--group must be from 1 to 64")
     subjects = find_subjects(args.folder)

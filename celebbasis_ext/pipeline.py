@@ -19,25 +19,17 @@ from .augment import FacePhoto
 from .basis import DEFAULT_K, CelebBasis, basis_for
 from .errors import BadInput
 from .identity import Identity, output_path, save_identity
-from .tuning import TuneOptions, TuneProgress, TuneResult, tune
+from .tuning import DEFAULT_LOSS_MASK, LOSS_MASK_AUTO, TuneOptions, TuneProgress, TuneResult, tune
 
 FACE_ENCODERS = ("auto", "insightface", "dlib", "none")
 
 
-def default_loss_mask(face_encoder: str) -> str:
-    """The loss mask when none was asked for: the default, or 'none' where no face encoder finds the face."""
-    from .tuning import DEFAULT_LOSS_MASK
-
-    return "none" if face_encoder == "none" else DEFAULT_LOSS_MASK
-
-
 def resolve_loss_mask(options: TuneOptions, face_encoder: str) -> TuneOptions:
-    """``options`` with an "auto" loss mask made concrete for ``face_encoder`` (what the file records)."""
-    from .tuning import LOSS_MASK_AUTO
-
+    """``options`` with an "auto" loss mask made concrete for ``face_encoder`` (what the file records): the
+    default, or 'none' where no face encoder finds the face."""
     if options.loss_mask != LOSS_MASK_AUTO:
         return options
-    return replace(options, loss_mask=default_loss_mask(face_encoder))
+    return replace(options, loss_mask="none" if face_encoder == "none" else DEFAULT_LOSS_MASK)
 
 
 @dataclass

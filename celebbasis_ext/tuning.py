@@ -44,7 +44,7 @@ DEFAULT_LOSS_MASK = "face"
 person as often or more often than with `none` in all four tables, and its worst seed was 0.50 against 0.00."""
 LOSS_MASK_AUTO = "auto"
 """TuneOptions' default: DEFAULT_LOSS_MASK, but "none" where no face encoder finds the face (a run with
-face encoder "none"; ``pipeline.default_loss_mask``). Asking for "face" there is an error instead."""
+face encoder "none"; ``pipeline.resolve_loss_mask``). Asking for "face" there is an error instead."""
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 MAX_STEPS = 20000
 

@@ -41,7 +41,7 @@ NO_FACE_IN_PREVIEWS = "no face"
 ENCODER_CHOICE_DEFAULT = "default (Settings)"
 MODE_CHOICE_AUTO = "auto"
 LOSS_MASK_CHOICE_AUTO = "auto"
-"""The face where a face encoder finds it, else none (``pipeline.default_loss_mask``)."""
+"""The face where a face encoder finds it, else none (``pipeline.resolve_loss_mask``)."""
 
 
 def gradio_major() -> int:
